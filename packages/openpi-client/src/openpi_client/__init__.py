@@ -1,0 +1,1 @@
+"""Client side of the openpi policy server: websocket + msgpack-numpy, no JAX."""

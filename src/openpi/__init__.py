@@ -1,0 +1,1 @@
+"""openpi: the pi0 vision-language-action model in JAX."""
