@@ -1,0 +1,445 @@
+"""Composable data transforms that turn robot/dataset samples into model inputs and model outputs back.
+
+Every transform is a frozen dataclass called on one unbatched sample (a nested dict of numpy arrays) and
+returning a new dict; inputs are never modified in place. Nested keys are addressed with `/`, e.g.
+`observation/state`.
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+import dataclasses
+from typing import Any, Protocol, TypeAlias, runtime_checkable
+
+import numpy as np
+
+from openpi.shared import normalize as _normalize
+from openpi_client import image_tools
+
+DataDict: TypeAlias = dict[str, Any]
+NormStats: TypeAlias = _normalize.NormStats
+
+# Added to the scale in all four normalization formulas so that constant dimensions do not divide by zero.
+_NORM_EPSILON = 1e-6
+
+
+@runtime_checkable
+class DataTransformFn(Protocol):
+    """A transform of one data sample (a possibly nested dict of numpy arrays)."""
+
+    def __call__(self, data: DataDict) -> DataDict: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Input transforms (robot → model) and the matching output transforms (model → robot)."""
+
+    inputs: Sequence[DataTransformFn] = ()
+    outputs: Sequence[DataTransformFn] = ()
+
+    def push(self, *, inputs: Sequence[DataTransformFn] = (), outputs: Sequence[DataTransformFn] = ()) -> "Group":
+        """Returns a new group with `inputs` run after the current inputs and `outputs` before the current outputs.
+
+        Outputs go in front so that the output chain stays the mirror image of the input chain.
+        """
+        return Group(inputs=(*self.inputs, *inputs), outputs=(*outputs, *self.outputs))
+
+
+@dataclasses.dataclass(frozen=True)
+class CompositeTransform(DataTransformFn):
+    """Applies `transforms` in order."""
+
+    transforms: Sequence[DataTransformFn]
+
+    def __call__(self, data: DataDict) -> DataDict:
+        for transform in self.transforms:
+            data = transform(data)
+        return data
+
+
+def compose(transforms: Sequence[DataTransformFn]) -> DataTransformFn:
+    """Returns one transform that applies `transforms` in order."""
+    return CompositeTransform(tuple(transforms))
+
+
+@dataclasses.dataclass(frozen=True)
+class RepackTransform(DataTransformFn):
+    """Builds a new dict whose leaves are taken from the input by `/`-separated key paths.
+
+    Example: `RepackTransform({"images": {"cam_high": "observation.images.top"}, "state": "observation/state"})`.
+    A path may name a leaf or a whole sub-dict. Keys that are not mentioned are dropped.
+    """
+
+    structure: Mapping[str, Any]
+
+    def __call__(self, data: DataDict) -> DataDict:
+        flat = flatten_dict(data)
+
+        def pick(node: Any, where: str) -> Any:
+            if isinstance(node, Mapping):
+                return {key: pick(value, f"{where}/{key}" if where else key) for key, value in node.items()}
+            if not isinstance(node, str):
+                raise TypeError(f"RepackTransform.structure/{where}: expected a key path string, got {node!r}")
+            if node in flat:
+                return flat[node]
+            prefix = node + "/"
+            subtree = {key[len(prefix) :]: value for key, value in flat.items() if key.startswith(prefix)}
+            if not subtree:
+                raise KeyError(f"{where}: source key {node!r} not found in data; available keys: {sorted(flat)}")
+            return unflatten_dict(subtree)
+
+        return pick(self.structure, "")
+
+
+@dataclasses.dataclass(frozen=True)
+class InjectDefaultPrompt(DataTransformFn):
+    """Sets `prompt` to a default when the sample has none (a `None` default does nothing)."""
+
+    prompt: str | None
+
+    def __call__(self, data: DataDict) -> DataDict:
+        if self.prompt is None or "prompt" in data:
+            return data
+        return {**data, "prompt": self.prompt}
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptFromLeRobotTask(DataTransformFn):
+    """Sets `prompt` from the sample's `task_index` using the dataset's task table."""
+
+    tasks: Mapping[int, str]
+
+    def __call__(self, data: DataDict) -> DataDict:
+        if "task_index" not in data:
+            raise ValueError("task_index: required to look up the prompt, but missing from the sample")
+        task_index = int(np.asarray(data["task_index"]).item())
+        if task_index not in self.tasks:
+            raise ValueError(f"task_index: {task_index} not in the task table (known: {sorted(self.tasks)})")
+        return {**data, "prompt": self.tasks[task_index]}
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalize(DataTransformFn):
+    """Normalizes every key that has stats: z-score `(x - mean) / (std + 1e-6)`, or quantile [q01, q99] → [-1, 1].
+
+    Stats are cut to the data's last dimension. Data dims beyond the stats are treated as mean 0 / std 1
+    (z-score) or passed through (quantile), which makes this the exact inverse of `Unnormalize`.
+    Quantile outputs are not clipped. With `strict`, every stats key must be present in the data.
+    """
+
+    norm_stats: Mapping[str, NormStats] | None
+    use_quantiles: bool = False
+    strict: bool = False
+
+    def __post_init__(self):
+        if self.norm_stats is not None and self.use_quantiles:
+            _check_quantile_stats(self.norm_stats)
+
+    def __call__(self, data: DataDict) -> DataDict:
+        if self.norm_stats is None:
+            return data
+        normalize = _normalize_quantile if self.use_quantiles else _normalize_zscore
+        return apply_tree(data, flatten_dict(self.norm_stats), normalize, strict=self.strict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Unnormalize(DataTransformFn):
+    """Inverse of `Normalize`; every stats key must be present in the data.
+
+    z-score: `x * (std + 1e-6) + mean` with std padded by 1 and mean by 0 up to the data dim, so padded dims
+    come out as `x * (1 + 1e-6)`. Quantile: `(x + 1) / 2 * (q99 - q01 + 1e-6) + q01` on the stats dims, the
+    rest passed through unchanged.
+    """
+
+    norm_stats: Mapping[str, NormStats] | None
+    use_quantiles: bool = False
+
+    def __post_init__(self):
+        if self.norm_stats is not None and self.use_quantiles:
+            _check_quantile_stats(self.norm_stats)
+
+    def __call__(self, data: DataDict) -> DataDict:
+        if self.norm_stats is None:
+            return data
+        unnormalize = _unnormalize_quantile if self.use_quantiles else _unnormalize_zscore
+        return apply_tree(data, flatten_dict(self.norm_stats), unnormalize, strict=True)
+
+
+def _normalize_zscore(x: np.ndarray, stats: NormStats) -> np.ndarray:
+    mean, std = _fit_to_dim(stats.mean, x, 0.0), _fit_to_dim(stats.std, x, 1.0)
+    return (x - mean) / (std + _NORM_EPSILON)
+
+
+def _unnormalize_zscore(x: np.ndarray, stats: NormStats) -> np.ndarray:
+    mean, std = _fit_to_dim(stats.mean, x, 0.0), _fit_to_dim(stats.std, x, 1.0)
+    return x * (std + _NORM_EPSILON) + mean
+
+
+def _normalize_quantile(x: np.ndarray, stats: NormStats) -> np.ndarray:
+    return _on_stats_dims(x, stats, lambda part, q01, q99: (part - q01) / (q99 - q01 + _NORM_EPSILON) * 2.0 - 1.0)
+
+
+def _unnormalize_quantile(x: np.ndarray, stats: NormStats) -> np.ndarray:
+    return _on_stats_dims(x, stats, lambda part, q01, q99: (part + 1.0) / 2.0 * (q99 - q01 + _NORM_EPSILON) + q01)
+
+
+def _fit_to_dim(stat: np.ndarray, x: np.ndarray, pad_value: float) -> np.ndarray:
+    """Cuts or pads a stats vector to the last dimension of `x`."""
+    return pad_to_dim(np.asarray(stat)[..., : x.shape[-1]], x.shape[-1], value=pad_value)
+
+
+def _on_stats_dims(x: np.ndarray, stats: NormStats, fn: Callable[..., np.ndarray]) -> np.ndarray:
+    """Applies `fn(x, q01, q99)` to the dims covered by the quantile stats; other dims pass through."""
+    dim = min(stats.q01.shape[-1], x.shape[-1])
+    result = fn(x[..., :dim], stats.q01[..., :dim], stats.q99[..., :dim])
+    if dim == x.shape[-1]:
+        return result
+    return np.concatenate([result, x[..., dim:]], axis=-1)
+
+
+def _check_quantile_stats(norm_stats: Mapping[str, NormStats]) -> None:
+    for key, stats in flatten_dict(norm_stats).items():
+        if stats.q01 is None or stats.q99 is None:
+            raise ValueError(
+                f"norm_stats/{key}: quantile normalization needs q01 and q99; recompute the stats "
+                "with scripts/compute_norm_stats.py"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class ResizeImages(DataTransformFn):
+    """Resizes every `image/*` (uint8 HWC) to `height`×`width`, keeping the aspect ratio and zero-padding."""
+
+    height: int
+    width: int
+
+    def __call__(self, data: DataDict) -> DataDict:
+        if "image" not in data:
+            raise KeyError(f"image: required by ResizeImages, but the sample only has keys {sorted(data)}")
+        images = {
+            name: image_tools.resize_with_pad(np.asarray(image), self.height, self.width)
+            for name, image in data["image"].items()
+        }
+        return {**data, "image": images}
+
+
+@dataclasses.dataclass(frozen=True)
+class SubsampleActions(DataTransformFn):
+    """Keeps every `stride`-th action of the chunk."""
+
+    stride: int
+
+    def __call__(self, data: DataDict) -> DataDict:
+        if "actions" not in data:
+            return data
+        return {**data, "actions": np.asarray(data["actions"])[:: self.stride]}
+
+
+@dataclasses.dataclass(frozen=True)
+class DeltaActions(DataTransformFn):
+    """Turns absolute actions into actions relative to the current state on the masked dims.
+
+    `mask` (see `make_bool_mask`) may be shorter than the action dim; later dims stay absolute. `None`
+    disables the transform. Samples without `actions` (inference) pass through.
+    """
+
+    mask: Sequence[bool] | None
+
+    def __call__(self, data: DataDict) -> DataDict:
+        return _shift_actions(data, self.mask, sign=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class AbsoluteActions(DataTransformFn):
+    """Inverse of `DeltaActions`: adds the current state back onto the masked action dims."""
+
+    mask: Sequence[bool] | None
+
+    def __call__(self, data: DataDict) -> DataDict:
+        return _shift_actions(data, self.mask, sign=1)
+
+
+def _shift_actions(data: DataDict, mask: Sequence[bool] | None, *, sign: int) -> DataDict:
+    """Adds `sign * state` to the masked dims of every action in the chunk."""
+    if mask is None or "actions" not in data:
+        return data
+    mask = np.asarray(mask, dtype=bool)
+    dims = mask.shape[-1]
+    if "state" not in data:
+        raise KeyError("state: required to convert between delta and absolute actions, but missing")
+    state, actions = np.asarray(data["state"]), np.array(data["actions"], copy=True)
+    if state.shape[-1] < dims or actions.shape[-1] < dims:
+        raise ValueError(
+            f"state/actions: the delta mask covers {dims} dims, got state {state.shape} and actions {actions.shape}"
+        )
+    actions[..., :dims] += sign * np.expand_dims(np.where(mask, state[..., :dims], 0), axis=-2)
+    return {**data, "actions": actions}
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizePrompt(DataTransformFn):
+    """Replaces `prompt` by `tokenized_prompt` (int32) and `tokenized_prompt_mask` (bool).
+
+    `default_prompt` is used when the sample has no prompt; without either, this raises.
+    `tokenizer` is anything with `tokenize(prompt) -> (tokens, mask)`, normally a `PaligemmaTokenizer`.
+    """
+
+    tokenizer: Any
+    default_prompt: str | None = None
+
+    def __call__(self, data: DataDict) -> DataDict:
+        data = dict(data)
+        prompt = data.pop("prompt", None)
+        if prompt is None:
+            prompt = self.default_prompt
+        if prompt is None:
+            raise ValueError("prompt: required (a string), but the sample has none and there is no default_prompt")
+        tokens, mask = self.tokenizer.tokenize(_as_str(prompt))
+        return {
+            **data,
+            "tokenized_prompt": np.asarray(tokens, np.int32),
+            "tokenized_prompt_mask": np.asarray(mask, bool),
+        }
+
+
+def _as_str(prompt: Any) -> str:
+    """Accepts a prompt as str, bytes or a 0-d numpy string array."""
+    if isinstance(prompt, np.ndarray) and prompt.ndim == 0:
+        prompt = prompt.item()
+    if isinstance(prompt, bytes):
+        prompt = prompt.decode("utf-8")
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt: expected a string, got {type(prompt).__name__}")
+    return prompt
+
+
+@dataclasses.dataclass(frozen=True)
+class PadStatesAndActions(DataTransformFn):
+    """Zero-pads `state` and (if present) `actions` to the model's action dimension."""
+
+    model_action_dim: int
+
+    def __call__(self, data: DataDict) -> DataDict:
+        data = {**data, "state": pad_to_dim(np.asarray(data["state"]), self.model_action_dim)}
+        if "actions" in data:
+            data["actions"] = pad_to_dim(np.asarray(data["actions"]), self.model_action_dim)
+        return data
+
+
+def flatten_dict(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """Flattens nested dicts into one level with `/`-joined keys (empty sub-dicts vanish)."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update({f"{key}/{sub_key}": sub for sub_key, sub in flatten_dict(value).items()})
+        else:
+            flat[str(key)] = value
+    return flat
+
+
+def unflatten_dict(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Inverse of `flatten_dict`."""
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split("/")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"{key}: a leaf already sits at a parent of this key")
+        if leaf in node:
+            raise ValueError(f"{key}: appears twice, or both as a leaf and as a parent")
+        node[leaf] = value
+    return tree
+
+
+def apply_tree(
+    tree: Mapping[str, Any], selector: Mapping[str, Any], fn: Callable[[Any, Any], Any], *, strict: bool = False
+) -> dict[str, Any]:
+    """Returns `tree` with each leaf whose `/`-path is a key of `selector` replaced by `fn(leaf, selector[path])`.
+
+    The structure of `tree` is kept. With `strict`, every selector key must be found in `tree`.
+    """
+    found = set()
+
+    def visit(node: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+        result = {}
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, Mapping):
+                result[key] = visit(value, path + "/")
+            elif path in selector:
+                found.add(path)
+                result[key] = fn(np.asarray(value), selector[path])
+            else:
+                result[key] = value
+        return result
+
+    result = visit(tree, "")
+    if strict and (missing := sorted(set(selector) - found)):
+        raise KeyError(f"{', '.join(missing)}: have norm stats but are missing from the data")
+    return result
+
+
+def pad_to_dim(x: np.ndarray, target_dim: int, axis: int = -1, value: float = 0.0) -> np.ndarray:
+    """Pads `x` along `axis` with `value` up to `target_dim`; longer arrays are returned unchanged."""
+    current_dim = x.shape[axis]
+    if current_dim >= target_dim:
+        return x
+    pad_width = [(0, 0)] * x.ndim
+    pad_width[axis] = (0, target_dim - current_dim)
+    return np.pad(x, pad_width, constant_values=value)
+
+
+def make_bool_mask(*dims: int) -> tuple[bool, ...]:
+    """Builds a mask from run lengths: positive n → n times True, negative n → |n| times False.
+
+    `make_bool_mask(6, -1, 6, -1)` masks the joints but not the grippers of a 14-d bimanual robot.
+    """
+    return tuple(flag for dim in dims for flag in [dim > 0] * abs(dim))
+
+
+def to_hwc_uint8(image: Any, *, name: str = "image") -> np.ndarray:
+    """Returns an image as uint8 `[h, w, 3]`; accepts CHW or HWC, uint8 or float in [0, 1].
+
+    LeRobot datasets store float32 CHW images while robots send uint8 HWC, so policies accept both.
+    """
+    image = image_tools.convert_to_uint8(np.asarray(image))
+    if image.dtype != np.uint8:
+        raise ValueError(f"{name}: expected a uint8 or float image, got dtype {image.dtype}")
+    if image.ndim != 3 or 3 not in (image.shape[0], image.shape[-1]):
+        raise ValueError(f"{name}: expected an RGB image [h, w, 3] or [3, h, w], got shape {image.shape}")
+    if image.shape[0] == 3 and image.shape[-1] != 3:
+        image = np.transpose(image, (1, 2, 0))
+    return image
+
+
+# Camera slots of the pi0 model: one third-person view and two wrist views.
+BASE_IMAGE, LEFT_WRIST_IMAGE, RIGHT_WRIST_IMAGE = "base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb"
+
+
+def model_images(
+    base: np.ndarray, left_wrist: np.ndarray | None = None, right_wrist: np.ndarray | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, np.bool_]]:
+    """Fills the model's three camera slots: `(image, image_mask)` dicts for a robot's input transform.
+
+    A missing wrist view becomes a black image shaped like `base` with mask False, so pi0 ignores it.
+    """
+    images, masks = {BASE_IMAGE: base}, {BASE_IMAGE: np.True_}
+    for slot, image in ((LEFT_WRIST_IMAGE, left_wrist), (RIGHT_WRIST_IMAGE, right_wrist)):
+        images[slot] = np.zeros_like(base) if image is None else image
+        masks[slot] = np.False_ if image is None else np.True_
+    return images, masks
+
+
+def check_last_dim(x: Any, dim: int, *, name: str) -> np.ndarray:
+    """Returns `x` as an array after checking that its last axis has `dim` entries."""
+    x = np.asarray(x)
+    if x.ndim == 0 or x.shape[-1] != dim:
+        raise ValueError(f"{name}: expected shape [..., {dim}], got {x.shape}")
+    return x
+
+
+def check_pi0_model_type(model_type: Any) -> None:
+    """Robot input transforms take a `model_type` like the original openpi; only pi0 is implemented here."""
+    name = str(getattr(model_type, "value", model_type)).lower()
+    if name != "pi0":
+        raise ValueError(f"model_type: only 'pi0' is supported, got {model_type!r}")
