@@ -1,0 +1,1 @@
+"""The pi0 model and its building blocks (SigLIP, Gemma mixture, LoRA, tokenizer)."""

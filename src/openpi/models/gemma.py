@@ -1,0 +1,276 @@
+"""Gemma decoder as a mixture of experts that share self-attention (PaliGemma LLM + pi0 action expert).
+
+Every token sequence in ``xs`` is routed through its own expert's weights (norms, projections, MLP), but all
+sequences attend to each other in one joint attention. Parameter names follow the original checkpoints: the
+first expert's modules have plain names (``q_einsum``), the i-th expert's carry the suffix ``_i``
+(``q_einsum_1``), and the layer stack is stored with a leading depth axis under ``layers``.
+"""
+
+import dataclasses
+from typing import TypeAlias
+
+import einops
+import flax.nnx as nnx
+import jax
+import jax.numpy as jnp
+
+from openpi.models import lora
+from openpi.models import stacking
+from openpi.shared import array_typing as at
+
+PALIGEMMA_VOCAB_SIZE = 257_152
+
+# Large finite negative number used to mask attention logits (as in the Gemma reference).
+_MASK_VALUE = -2.3819763e38
+
+KVCache: TypeAlias = tuple[at.Float[at.Array, "l b s k h"], at.Float[at.Array, "l b s k h"]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One Gemma expert's dimensions; ``lora_configs`` maps "attn" / "ffn" to adapters (LoRA variants only)."""
+
+    width: int
+    depth: int
+    mlp_dim: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    lora_configs: tuple[tuple[str, lora.LoRAConfig], ...] = ()
+
+    def lora_config(self, name: str) -> lora.LoRAConfig | None:
+        return dict(self.lora_configs).get(name)
+
+
+_VARIANTS = {
+    "dummy": Config(width=64, depth=4, mlp_dim=128, num_heads=8, num_kv_heads=1, head_dim=16),
+    "gemma_300m": Config(width=1024, depth=18, mlp_dim=4096, num_heads=8, num_kv_heads=1, head_dim=256),
+    "gemma_2b": Config(width=2048, depth=18, mlp_dim=16_384, num_heads=8, num_kv_heads=1, head_dim=256),
+}
+_LORA_VARIANTS = {
+    "gemma_2b_lora": ("gemma_2b", lora.LoRAConfig(rank=16, alpha=16.0)),
+    "gemma_300m_lora": ("gemma_300m", lora.LoRAConfig(rank=32, alpha=32.0)),
+}
+VARIANTS = (*_VARIANTS, *_LORA_VARIANTS)
+
+
+def get_config(variant: "str | Config") -> Config:
+    """Decodes a variant name (see ``VARIANTS``); a ``Config`` passes through, for custom sizes."""
+    if isinstance(variant, Config):
+        return variant
+    if variant in _VARIANTS:
+        return _VARIANTS[variant]
+    if variant in _LORA_VARIANTS:
+        base, adapter = _LORA_VARIANTS[variant]
+        return dataclasses.replace(_VARIANTS[base], lora_configs=(("attn", adapter), ("ffn", adapter)))
+    raise ValueError(f"gemma variant: expected one of {list(VARIANTS)} or a gemma.Config, got {variant!r}")
+
+
+def _name(base: str, expert: int) -> str:
+    return base if expert == 0 else f"{base}_{expert}"
+
+
+class RMSNorm(nnx.Module):
+    """RMS normalisation with a ``(1 + scale)`` gain, computed in float32."""
+
+    def __init__(self, width: int):
+        self.scale = nnx.Param(jnp.zeros((width,), jnp.float32))
+
+    def __call__(self, x: at.Array) -> at.Array:
+        var = jnp.mean(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True)
+        normed = x * jax.lax.rsqrt(var + 1e-6)
+        return (normed * (1 + self.scale[...])).astype(x.dtype)
+
+
+class Embedder(nnx.Module):
+    """Token embedding table; embeddings are scaled by sqrt(width)."""
+
+    def __init__(self, vocab_size: int, width: int, *, rngs: nnx.Rngs):
+        init = jax.nn.initializers.normal(stddev=1.0 / width**0.5)
+        self.input_embedding = nnx.Param(init(rngs.params(), (vocab_size, width), jnp.float32))
+
+    def encode(self, tokens: at.Int[at.Array, "b t"]) -> at.Float[at.Array, "b t d"]:
+        x = self.input_embedding[...][tokens]
+        return x * jnp.sqrt(x.shape[-1]).astype(x.dtype)
+
+
+def apply_rope(x: at.Array, positions: at.Int[at.Array, "b t"], max_wavelength: int = 10_000) -> at.Array:
+    """Rotary position embedding over the last axis of ``x`` [b, t, heads, head_dim], in float32."""
+    freq_exponents = (2.0 / x.shape[-1]) * jnp.arange(x.shape[-1] // 2, dtype=jnp.float32)
+    timescale = max_wavelength**freq_exponents
+    radians = (positions[..., None] / timescale)[..., None, :]
+    sin, cos = jnp.sin(radians), jnp.cos(radians)
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+class Attention(nnx.Module):
+    """Self-attention shared by all experts: per-expert projections, one joint softmax (grouped-query)."""
+
+    def __init__(self, configs: tuple[Config, ...], *, rngs: nnx.Rngs):
+        first = configs[0]
+        for config in configs:
+            if (config.num_heads, config.num_kv_heads, config.head_dim) != (
+                first.num_heads,
+                first.num_kv_heads,
+                first.head_dim,
+            ):
+                raise ValueError("gemma experts: all experts must share num_heads, num_kv_heads and head_dim")
+        self.configs = configs
+        for i, config in enumerate(configs):
+            adapter = config.lora_config("attn")
+            setattr(
+                self,
+                _name("q_einsum", i),
+                lora.Einsum(
+                    (config.num_heads, config.width, config.head_dim),
+                    init_fn=jax.nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,)),
+                    lora_config=adapter,
+                    rngs=rngs,
+                ),
+            )
+            setattr(
+                self,
+                _name("kv_einsum", i),
+                lora.Einsum(
+                    (2, config.num_kv_heads, config.width, config.head_dim),
+                    init_fn=jax.nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0, 1)),
+                    lora_config=adapter,
+                    rngs=rngs,
+                ),
+            )
+            setattr(
+                self,
+                _name("attn_vec_einsum", i),
+                lora.Einsum(
+                    (config.num_heads, config.head_dim, config.width),
+                    init_fn=jax.nn.initializers.lecun_normal(in_axis=(-3, -2), out_axis=-1),
+                    lora_config=adapter,
+                    rngs=rngs,
+                ),
+            )
+
+    def __call__(
+        self,
+        xs: list[at.Array | None],
+        positions: at.Int[at.Array, "b t"],
+        attn_mask: at.Bool[at.Array, "b 1 t s"],
+        kv_cache: tuple[at.Array, at.Array] | None,
+    ) -> tuple[list[at.Array | None], tuple[at.Array, at.Array]]:
+        qs, ks, vs = [], [], []
+        for i, x in enumerate(xs):
+            if x is None:
+                continue
+            qs.append(getattr(self, _name("q_einsum", i))("BTD,NDH->BTNH", x))
+            k, v = getattr(self, _name("kv_einsum", i))("BSD,2KDH->2BSKH", x)
+            ks.append(k)
+            vs.append(v)
+        q, k, v = (jnp.concatenate(parts, axis=1) for parts in (qs, ks, vs))
+        head_dim = self.configs[0].head_dim
+        q = apply_rope(q, positions) * jnp.asarray(head_dim**-0.5, q.dtype)
+        k = apply_rope(k, positions)
+        if kv_cache is not None:
+            k = jnp.concatenate([kv_cache[0], k], axis=1)
+            v = jnp.concatenate([kv_cache[1], v], axis=1)
+        if attn_mask.shape != (q.shape[0], 1, q.shape[1], k.shape[1]):
+            raise ValueError(
+                f"attn_mask: expected shape {(q.shape[0], 1, q.shape[1], k.shape[1])}, got {attn_mask.shape}"
+            )
+
+        q = einops.rearrange(q, "B T (K G) H -> B T K G H", K=self.configs[0].num_kv_heads)
+        logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32)
+        logits = jnp.where(attn_mask[:, :, None, :, :], logits, _MASK_VALUE)
+        probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+        encoded = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
+        encoded = einops.rearrange(encoded, "B T K G H -> B T (K G) H")
+
+        out: list[at.Array | None] = []
+        start = 0
+        for i, x in enumerate(xs):
+            if x is None:
+                out.append(None)
+                continue
+            end = start + x.shape[1]
+            out.append(getattr(self, _name("attn_vec_einsum", i))("BTNH,NHD->BTD", encoded[:, start:end]))
+            start = end
+        return out, (k, v)
+
+
+class Block(nnx.Module):
+    """One transformer layer: pre-norm joint attention, then pre-norm per-expert MLP, both residual."""
+
+    def __init__(self, configs: tuple[Config, ...], *, rngs: nnx.Rngs):
+        self.num_experts = len(configs)
+        self.attn = Attention(configs, rngs=rngs)
+        for i, config in enumerate(configs):
+            setattr(self, _name("pre_attention_norm", i), RMSNorm(config.width))
+            setattr(self, _name("pre_ffw_norm", i), RMSNorm(config.width))
+            setattr(
+                self,
+                _name("mlp", i),
+                lora.FeedForward(config.width, config.mlp_dim, lora_config=config.lora_config("ffn"), rngs=rngs),
+            )
+
+    def __call__(self, xs, positions, attn_mask, kv_cache):
+        normed = [None if x is None else getattr(self, _name("pre_attention_norm", i))(x) for i, x in enumerate(xs)]
+        attn_out, kv_cache = self.attn(normed, positions, attn_mask, kv_cache)
+        xs = [None if x is None else x + a for x, a in zip(xs, attn_out, strict=True)]
+        out = []
+        for i, x in enumerate(xs):
+            if x is None:
+                out.append(None)
+                continue
+            h = getattr(self, _name("mlp", i))(getattr(self, _name("pre_ffw_norm", i))(x))
+            out.append(x + h)
+        return out, kv_cache
+
+
+class Module(nnx.Module):
+    """The Gemma mixture: embedder (first expert's vocabulary), stacked layers, per-expert final norms."""
+
+    def __init__(
+        self,
+        configs: tuple[Config, ...],
+        *,
+        embed_dtype: str = "bfloat16",
+        vocab_size: int = PALIGEMMA_VOCAB_SIZE,
+        remat: bool = True,
+        rngs: nnx.Rngs,
+    ):
+        depth = configs[0].depth
+        if any(config.depth != depth for config in configs):
+            raise ValueError("gemma experts: all experts must have the same depth")
+        self.configs = configs
+        self.embed_dtype = jnp.dtype(embed_dtype)
+        self.remat = remat
+        self.embedder = Embedder(vocab_size, configs[0].width, rngs=rngs)
+        self.layers = stacking.make_stack(depth, lambda layer_rngs: Block(configs, rngs=layer_rngs), rngs)
+        for i, config in enumerate(configs):
+            setattr(self, _name("final_norm", i), RMSNorm(config.width))
+
+    def embed(self, tokens: at.Int[at.Array, "b t"]) -> at.Float[at.Array, "b t d"]:
+        return self.embedder.encode(tokens).astype(self.embed_dtype)
+
+    def __call__(
+        self,
+        embedded: list[at.Array | None],
+        positions: at.Int[at.Array, "b t"],
+        mask: at.Bool[at.Array, "b t s"],
+        kv_cache: KVCache | None = None,
+    ) -> tuple[list[at.Array | None], KVCache]:
+        """Runs the stack; returns final-normed outputs per expert and this call's keys/values per layer.
+
+        With ``kv_cache`` (keys/values of earlier tokens, e.g. the prefix), queries attend to the cached tokens
+        followed by the new ones, and the returned cache holds both.
+        """
+        xs = [None if e is None else e.astype(self.embed_dtype) for e in embedded]
+        attn_mask = jnp.asarray(mask)[:, None, :, :]
+        xs, new_cache = stacking.scan_stack(
+            self.layers,
+            lambda block, xs, cache: block(xs, positions, attn_mask, cache),
+            xs,
+            kv_cache,
+            remat=self.remat,
+        )
+        outputs = [None if x is None else getattr(self, _name("final_norm", i))(x) for i, x in enumerate(xs)]
+        return outputs, new_cache

@@ -1,0 +1,268 @@
+"""Model-agnostic types and helpers: observations, actions, model configs and checkpoint param loading."""
+
+import abc
+from collections.abc import Sequence
+import dataclasses
+import enum
+import logging
+import pathlib
+from typing import Any
+from typing import Generic
+from typing import TypeAlias
+from typing import TypeVar
+
+from flax import struct
+import flax.nnx as nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from openpi.shared import array_typing as at
+from openpi.shared import image_tools
+
+logger = logging.getLogger("openpi")
+
+ArrayT = TypeVar("ArrayT", at.Array, jax.ShapeDtypeStruct, np.ndarray)
+
+# Camera names the model expects, in the order their tokens enter the prefix.
+IMAGE_KEYS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
+IMAGE_RESOLUTION = (224, 224)
+
+
+class ModelType(enum.Enum):
+    """Model families; pi0 is implemented here, the others name original checkpoints."""
+
+    PI0 = "pi0"
+    PI0_FAST = "pi0_fast"
+    PI05 = "pi05"
+
+
+@struct.dataclass
+class Observation(Generic[ArrayT]):
+    """One batch of model inputs. Images are float32 in [-1, 1]; masks say which cameras are present."""
+
+    images: dict[str, at.Float[ArrayT, "*b h w c"]]
+    image_masks: dict[str, at.Bool[ArrayT, "*b"]]
+    state: at.Float[ArrayT, "*b s"]
+    tokenized_prompt: at.Int[ArrayT, "*b l"] | None = None
+    tokenized_prompt_mask: at.Bool[ArrayT, "*b l"] | None = None
+    # Unused by pi0; kept so that data pipelines written for other model families load unchanged.
+    token_ar_mask: at.Int[ArrayT, "*b l"] | None = None
+    token_loss_mask: at.Bool[ArrayT, "*b l"] | None = None
+
+    @classmethod
+    def from_dict(cls, data: at.PyTree[ArrayT]) -> "Observation[ArrayT]":
+        """Builds an observation from the data pipeline's dict (``image``, ``image_mask``, ``state``, ...).
+
+        uint8 images are converted to float32 in [-1, 1].
+        """
+        for key in ("image", "image_mask", "state"):
+            if key not in data:
+                raise ValueError(f"observation: missing key {key!r}; got keys {sorted(data)}")
+        if ("tokenized_prompt" in data) != ("tokenized_prompt_mask" in data):
+            raise ValueError("observation: tokenized_prompt and tokenized_prompt_mask must be given together")
+        images = {}
+        for name, image in data["image"].items():
+            if image.dtype == np.uint8:
+                image = image.astype(np.float32) / 255.0 * 2.0 - 1.0
+            images[name] = image
+        return cls(
+            images=images,
+            image_masks=dict(data["image_mask"]),
+            state=data["state"],
+            tokenized_prompt=data.get("tokenized_prompt"),
+            tokenized_prompt_mask=data.get("tokenized_prompt_mask"),
+            token_ar_mask=data.get("token_ar_mask"),
+            token_loss_mask=data.get("token_loss_mask"),
+        )
+
+    def to_dict(self) -> at.PyTree[ArrayT]:
+        """Inverse of ``from_dict`` (images stay float)."""
+        result = dataclasses.asdict(self)
+        result["image"] = result.pop("images")
+        result["image_mask"] = result.pop("image_masks")
+        return {key: value for key, value in result.items() if value is not None}
+
+
+# Action chunks: [*batch, action_horizon, action_dim].
+Actions: TypeAlias = at.Float[ArrayT, "*b ah ad"]
+
+
+def preprocess_observation(
+    rng: at.KeyArrayLike | None,
+    observation: Observation,
+    *,
+    train: bool = False,
+    image_keys: Sequence[str] = IMAGE_KEYS,
+    image_resolution: tuple[int, int] = IMAGE_RESOLUTION,
+) -> Observation:
+    """Resizes images to the model resolution (aspect-preserving pad), augments them when training, and
+    fills in missing image masks (present by default)."""
+    missing = set(image_keys) - set(observation.images)
+    if missing:
+        raise ValueError(
+            f"observation.images: missing cameras {sorted(missing)}; expected {list(image_keys)}, "
+            f"got {sorted(observation.images)}"
+        )
+    batch_shape = observation.state.shape[:-1]
+    images = {}
+    for index, key in enumerate(image_keys):
+        image = observation.images[key]
+        if tuple(image.shape[1:3]) != tuple(image_resolution):
+            image = image_tools.resize_with_pad(image, *image_resolution)
+        if train:
+            if rng is None:
+                raise ValueError("preprocess_observation: train=True needs an rng for augmentation")
+            image_rngs = jax.random.split(jax.random.fold_in(rng, index), image.shape[0])
+            augment = jax.vmap(lambda r, im, key=key: image_tools.augment_image(r, im, geometric="wrist" not in key))
+            image = augment(image_rngs, image / 2.0 + 0.5) * 2.0 - 1.0
+        images[key] = image
+    masks = {
+        key: jnp.asarray(observation.image_masks[key])
+        if key in observation.image_masks
+        else jnp.ones(batch_shape, dtype=jnp.bool_)
+        for key in images
+    }
+    return dataclasses.replace(observation, images=images, image_masks=masks)
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseModelConfig(abc.ABC):
+    """Shared model config: sizes of the action chunk and prompt, plus construction and loading."""
+
+    action_dim: int
+    action_horizon: int
+    max_token_len: int
+
+    @property
+    @abc.abstractmethod
+    def model_type(self) -> ModelType: ...
+
+    @abc.abstractmethod
+    def create(self, rng: at.KeyArrayLike) -> "BaseModel":
+        """Creates a freshly initialised model."""
+
+    @abc.abstractmethod
+    def inputs_spec(self, *, batch_size: int = 1) -> tuple[Observation, Actions]:
+        """Shapes and dtypes of the model inputs (as ``jax.ShapeDtypeStruct``)."""
+
+    def load(self, params: at.Params, *, remove_extra_params: bool = True) -> "BaseModel":
+        """Creates a model holding ``params`` (a nested dict as ``restore_params`` returns)."""
+        model = nnx.eval_shape(self.create, jax.random.key(0))
+        graphdef, state = nnx.split(model)
+        expected = state.to_pure_dict()
+        if remove_extra_params:
+            params = intersect_trees(expected, params)
+        check_param_tree(expected, params)
+        state.replace_by_pure_dict(params)
+        return nnx.merge(graphdef, state)
+
+    def fake_obs(self, batch_size: int = 1) -> Observation:
+        observation_spec, _ = self.inputs_spec(batch_size=batch_size)
+        return jax.tree.map(lambda spec: jnp.ones(spec.shape, spec.dtype), observation_spec)
+
+    def fake_act(self, batch_size: int = 1) -> Actions:
+        _, action_spec = self.inputs_spec(batch_size=batch_size)
+        return jnp.ones(action_spec.shape, action_spec.dtype)
+
+
+class BaseModel(nnx.Module, abc.ABC):
+    """A policy model: a training loss and an action sampler."""
+
+    def __init__(self, action_dim: int, action_horizon: int, max_token_len: int):
+        self.action_dim = action_dim
+        self.action_horizon = action_horizon
+        self.max_token_len = max_token_len
+
+    @abc.abstractmethod
+    def compute_loss(
+        self, rng: at.KeyArrayLike, observation: Observation, actions: Actions, *, train: bool = False
+    ) -> at.Float[at.Array, "*b ah"]: ...
+
+    @abc.abstractmethod
+    def sample_actions(self, rng: at.KeyArrayLike, observation: Observation, **kwargs) -> Actions: ...
+
+
+def _flatten(tree: dict, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, (*prefix, key)))
+        else:
+            flat[(*prefix, key)] = value
+    return flat
+
+
+def _unflatten(flat: dict[tuple[str, ...], Any]) -> dict:
+    tree: dict = {}
+    for path, value in flat.items():
+        node = tree
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return tree
+
+
+def intersect_trees(reference: dict, tree: dict) -> dict:
+    """Keeps only the leaves of ``tree`` whose paths also exist in ``reference``."""
+    reference_paths = set(_flatten(reference))
+    return _unflatten({path: value for path, value in _flatten(tree).items() if path in reference_paths})
+
+
+def check_param_tree(expected: dict, got: dict) -> None:
+    """Raises a ValueError naming every missing, unexpected or wrongly shaped parameter path."""
+    flat_expected, flat_got = _flatten(expected), _flatten(got)
+    problems = [f"missing {'/'.join(path)}" for path in flat_expected.keys() - flat_got.keys()]
+    problems += [f"unexpected {'/'.join(path)}" for path in flat_got.keys() - flat_expected.keys()]
+    for path in flat_expected.keys() & flat_got.keys():
+        want, have = tuple(flat_expected[path].shape), tuple(np.shape(flat_got[path]))
+        if want != have:
+            problems.append(f"shape of {'/'.join(path)}: expected {want}, got {have}")
+    if problems:
+        shown = "\n  ".join(sorted(problems)[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise ValueError(f"params do not match the model ({len(problems)} problems):\n  {shown}{more}")
+
+
+def restore_params(
+    params_path: pathlib.Path | str,
+    *,
+    restore_type: type[np.ndarray] | type[jax.Array] = jax.Array,
+    dtype: jnp.dtype | str | None = None,
+    sharding: jax.sharding.Sharding | None = None,
+) -> at.Params:
+    """Reads an original-layout orbax ``params/`` checkpoint (local, s3://, gs://, https://).
+
+    Returns the nested param dict without the top-level ``"params"`` key. Leaves are cast to ``dtype`` when
+    given; a trailing ``"value"`` level (checkpoints saved from an ``nnx.State``) is dropped.
+    """
+    from openpi.shared import download  # noqa: PLC0415  (keeps model import light)
+
+    params_path = download.maybe_download(str(params_path)).resolve()
+    if not params_path.exists():
+        raise FileNotFoundError(f"params checkpoint not found: {params_path}")
+    if restore_type is jax.Array and sharding is None:
+        mesh = jax.sharding.Mesh(jax.devices(), ("x",))
+        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        metadata = checkpointer.metadata(params_path)
+        tree_metadata = getattr(metadata, "item_metadata", metadata)
+        tree_metadata = getattr(tree_metadata, "tree", tree_metadata)
+        if "params" not in tree_metadata:
+            raise ValueError(f"{params_path}: expected a checkpoint with a top-level 'params' item")
+        item = {"params": tree_metadata["params"]}
+        if restore_type is jax.Array:
+            restore_args = jax.tree.map(
+                lambda _: ocp.ArrayRestoreArgs(sharding=sharding, restore_type=jax.Array, dtype=dtype), item
+            )
+        else:
+            restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray, dtype=dtype), item)
+        params = checkpointer.restore(params_path, ocp.args.PyTreeRestore(item=item, restore_args=restore_args))
+    params = params["params"]
+
+    flat = _flatten(params)
+    if flat and all(path[-1] == "value" for path in flat):
+        params = _unflatten({path[:-1]: value for path, value in flat.items()})
+    return params

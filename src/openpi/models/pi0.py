@@ -1,0 +1,259 @@
+"""pi0: a flow-matching vision-language-action model (Black et al., 2024).
+
+The prefix (SigLIP image tokens + prompt tokens) runs through the PaliGemma expert with bidirectional
+attention. The suffix (one state token + ``action_horizon`` noisy-action tokens carrying the flow time) runs
+through the smaller action expert, attending to the whole prefix. Training regresses the flow velocity
+``noise - actions``; sampling integrates it from pure noise (t=1) to actions (t=0) with Euler steps, reusing the
+prefix keys/values at every step.
+"""
+
+import dataclasses
+import re
+
+import einops
+import flax.nnx as nnx
+import jax
+import jax.numpy as jnp
+
+from openpi.models import gemma
+from openpi.models import model as _model
+from openpi.models import siglip
+from openpi.shared import array_typing as at
+
+
+def make_attn_mask(
+    input_mask: at.Bool[at.Array, "b n"], mask_ar: at.Bool[at.Array, "*b n"]
+) -> at.Bool[at.Array, "b n n"]:
+    """Block-causal attention mask.
+
+    A token may attend to every valid token whose cumulative ``mask_ar`` count is not larger than its own:
+    ``mask_ar`` True starts a new block that earlier tokens cannot see; False continues the current block.
+    """
+    mask_ar = jnp.broadcast_to(mask_ar, input_mask.shape)
+    cumsum = jnp.cumsum(mask_ar, axis=1)
+    attn_mask = cumsum[:, None, :] <= cumsum[:, :, None]
+    valid_mask = input_mask[:, None, :] & input_mask[:, :, None]
+    return attn_mask & valid_mask
+
+
+def posemb_sincos(
+    pos: at.Real[at.Array, " b"], embedding_dim: int, min_period: float, max_period: float
+) -> at.Float[at.Array, "b {embedding_dim}"]:
+    """Sine-cosine embedding of a scalar per example, periods spaced geometrically in [min, max]."""
+    if embedding_dim % 2:
+        raise ValueError(f"embedding_dim: expected an even number, got {embedding_dim}")
+    fraction = jnp.linspace(0.0, 1.0, embedding_dim // 2)
+    period = min_period * (max_period / min_period) ** fraction
+    angles = jnp.einsum("i,j->ij", pos, 1.0 / period * 2 * jnp.pi, precision=jax.lax.Precision.HIGHEST)
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+class PathRegex:
+    """nnx filter: matches parameters whose '/'-joined path fully matches a regex."""
+
+    def __init__(self, pattern: str):
+        self.pattern = re.compile(pattern)
+
+    def __call__(self, path, value) -> bool:
+        return self.pattern.fullmatch("/".join(str(part) for part in path)) is not None
+
+    def __repr__(self) -> str:
+        return f"PathRegex({self.pattern.pattern!r})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pi0Config(_model.BaseModelConfig):
+    """pi0 sizes. Variants are names (``gemma.VARIANTS``, ``"So400m/14"``) or explicit configs for custom dims."""
+
+    dtype: str = "bfloat16"
+    paligemma_variant: str | gemma.Config = "gemma_2b"
+    action_expert_variant: str | gemma.Config = "gemma_300m"
+
+    action_dim: int = 32
+    action_horizon: int = 50
+    max_token_len: int = 48
+
+    # Not in the original config (there fixed): vision tower, vocabulary, image size, activation recompute.
+    vision_variant: str | siglip.Config = "So400m/14"
+    vocab_size: int = gemma.PALIGEMMA_VOCAB_SIZE
+    image_resolution: tuple[int, int] = _model.IMAGE_RESOLUTION
+    remat: bool = True
+
+    def __post_init__(self):
+        if self.dtype not in ("bfloat16", "float32"):
+            raise ValueError(f"dtype: expected 'bfloat16' or 'float32', got {self.dtype!r}")
+
+    @property
+    def model_type(self) -> _model.ModelType:
+        return _model.ModelType.PI0
+
+    def create(self, rng: at.KeyArrayLike) -> "Pi0":
+        return Pi0(self, rngs=nnx.Rngs(rng))
+
+    def inputs_spec(self, *, batch_size: int = 1) -> tuple[_model.Observation, _model.Actions]:
+        image_spec = jax.ShapeDtypeStruct([batch_size, *self.image_resolution, 3], jnp.float32)
+        mask_spec = jax.ShapeDtypeStruct([batch_size], jnp.bool_)
+        observation = _model.Observation(
+            images={key: image_spec for key in _model.IMAGE_KEYS},
+            image_masks={key: mask_spec for key in _model.IMAGE_KEYS},
+            state=jax.ShapeDtypeStruct([batch_size, self.action_dim], jnp.float32),
+            tokenized_prompt=jax.ShapeDtypeStruct([batch_size, self.max_token_len], jnp.int32),
+            tokenized_prompt_mask=jax.ShapeDtypeStruct([batch_size, self.max_token_len], jnp.bool_),
+        )
+        actions = jax.ShapeDtypeStruct([batch_size, self.action_horizon, self.action_dim], jnp.float32)
+        return observation, actions
+
+    def get_freeze_filter(self) -> nnx.filterlib.Filter:
+        """Parameters that stay frozen when fine-tuning with LoRA: the base weights of every LoRA expert."""
+        llm = PathRegex(".*llm.*")
+        action_expert = PathRegex(".*llm.*_1.*")
+        paligemma_lora = gemma.get_config(self.paligemma_variant).lora_config("attn") is not None
+        expert_lora = gemma.get_config(self.action_expert_variant).lora_config("attn") is not None
+        if paligemma_lora:
+            filters = [llm] if expert_lora else [llm, nnx.Not(action_expert)]
+        elif expert_lora:
+            filters = [action_expert]
+        else:
+            return nnx.Nothing
+        return nnx.All(*filters, nnx.Not(PathRegex(".*lora.*")))
+
+
+class PaliGemma(nnx.Module):
+    """The vision tower (``img``) and the two-expert Gemma (``llm``)."""
+
+    def __init__(self, config: Pi0Config, *, rngs: nnx.Rngs):
+        paligemma = gemma.get_config(config.paligemma_variant)
+        expert = gemma.get_config(config.action_expert_variant)
+        self.llm = gemma.Module(
+            (paligemma, expert),
+            embed_dtype=config.dtype,
+            vocab_size=config.vocab_size,
+            remat=config.remat,
+            rngs=rngs,
+        )
+        self.img = siglip.Module(
+            config.vision_variant,
+            num_classes=paligemma.width,
+            image_size=config.image_resolution,
+            dtype_mm=config.dtype,
+            remat=config.remat,
+            rngs=rngs,
+        )
+
+
+class Pi0(_model.BaseModel):
+    def __init__(self, config: Pi0Config, *, rngs: nnx.Rngs):
+        super().__init__(config.action_dim, config.action_horizon, config.max_token_len)
+        self.image_resolution = config.image_resolution
+        self.PaliGemma = PaliGemma(config, rngs=rngs)
+        width = gemma.get_config(config.action_expert_variant).width
+        self.state_proj = nnx.Linear(config.action_dim, width, rngs=rngs)
+        self.action_in_proj = nnx.Linear(config.action_dim, width, rngs=rngs)
+        self.action_time_mlp_in = nnx.Linear(2 * width, width, rngs=rngs)
+        self.action_time_mlp_out = nnx.Linear(width, width, rngs=rngs)
+        self.action_out_proj = nnx.Linear(width, config.action_dim, rngs=rngs)
+
+    def embed_prefix(
+        self, obs: _model.Observation
+    ) -> tuple[at.Array, at.Bool[at.Array, "b p"], at.Bool[at.Array, " p"]]:
+        """Image tokens of every camera, then prompt tokens; all in one bidirectional block."""
+        tokens, input_mask = [], []
+        for name in obs.images:
+            image_tokens = self.PaliGemma.img(obs.images[name])
+            tokens.append(image_tokens)
+            input_mask.append(einops.repeat(obs.image_masks[name], "b -> b s", s=image_tokens.shape[1]))
+        if obs.tokenized_prompt is not None:
+            tokens.append(self.PaliGemma.llm.embed(obs.tokenized_prompt))
+            input_mask.append(obs.tokenized_prompt_mask)
+        tokens = jnp.concatenate(tokens, axis=1)
+        ar_mask = jnp.zeros(tokens.shape[1], dtype=jnp.bool_)
+        return tokens, jnp.concatenate(input_mask, axis=1), ar_mask
+
+    def embed_suffix(
+        self, obs: _model.Observation, noisy_actions: _model.Actions, time: at.Float[at.Array, " b"]
+    ) -> tuple[at.Array, at.Bool[at.Array, "b s"], at.Bool[at.Array, " s"]]:
+        """State token (own block), then action tokens fused with the flow time (one block after it)."""
+        state_token = self.state_proj(obs.state)[:, None, :]
+        time_emb = posemb_sincos(time, self.action_in_proj.out_features, min_period=4e-3, max_period=4.0)
+        time_tokens = einops.repeat(time_emb, "b d -> b s d", s=self.action_horizon)
+        action_time = jnp.concatenate([self.action_in_proj(noisy_actions), time_tokens], axis=-1)
+        action_time = self.action_time_mlp_out(nnx.swish(self.action_time_mlp_in(action_time)))
+        tokens = jnp.concatenate([state_token, action_time], axis=1)
+        input_mask = jnp.ones(tokens.shape[:2], dtype=jnp.bool_)
+        ar_mask = jnp.array([True, True] + [False] * (self.action_horizon - 1))
+        return tokens, input_mask, ar_mask
+
+    def compute_loss(
+        self, rng: at.KeyArrayLike, observation: _model.Observation, actions: _model.Actions, *, train: bool = False
+    ) -> at.Float[at.Array, "*b ah"]:
+        preprocess_rng, noise_rng, time_rng = jax.random.split(rng, 3)
+        observation = _model.preprocess_observation(
+            preprocess_rng, observation, train=train, image_resolution=self.image_resolution
+        )
+        noise = jax.random.normal(noise_rng, actions.shape)
+        time = jax.random.beta(time_rng, 1.5, 1, actions.shape[:-2]) * 0.999 + 0.001
+        return self.flow_matching_loss(observation, actions, noise, time)
+
+    def flow_matching_loss(
+        self,
+        observation: _model.Observation,
+        actions: _model.Actions,
+        noise: _model.Actions,
+        time: at.Float[at.Array, " b"],
+    ) -> at.Float[at.Array, "*b ah"]:
+        """Per-step squared error of the predicted velocity at ``x_t = t * noise + (1 - t) * actions``."""
+        t = time[..., None, None]
+        x_t = t * noise + (1 - t) * actions
+        u_t = noise - actions
+        prefix_tokens, prefix_mask, prefix_ar_mask = self.embed_prefix(observation)
+        suffix_tokens, suffix_mask, suffix_ar_mask = self.embed_suffix(observation, x_t, time)
+        input_mask = jnp.concatenate([prefix_mask, suffix_mask], axis=1)
+        ar_mask = jnp.concatenate([prefix_ar_mask, suffix_ar_mask], axis=0)
+        positions = jnp.cumsum(input_mask, axis=1) - 1
+        (_, suffix_out), _ = self.PaliGemma.llm(
+            [prefix_tokens, suffix_tokens], positions=positions, mask=make_attn_mask(input_mask, ar_mask)
+        )
+        v_t = self.action_out_proj(suffix_out[:, -self.action_horizon :])
+        return jnp.mean(jnp.square(v_t - u_t), axis=-1)
+
+    def sample_actions(
+        self,
+        rng: at.KeyArrayLike,
+        observation: _model.Observation,
+        *,
+        num_steps: int = 10,
+        noise: _model.Actions | None = None,
+    ) -> _model.Actions:
+        observation = _model.preprocess_observation(
+            None, observation, train=False, image_resolution=self.image_resolution
+        )
+        batch_size = observation.state.shape[0]
+        if noise is None:
+            noise = jax.random.normal(rng, (batch_size, self.action_horizon, self.action_dim))
+        dt = -1.0 / num_steps
+
+        prefix_tokens, prefix_mask, prefix_ar_mask = self.embed_prefix(observation)
+        _, kv_cache = self.PaliGemma.llm(
+            [prefix_tokens, None],
+            positions=jnp.cumsum(prefix_mask, axis=1) - 1,
+            mask=make_attn_mask(prefix_mask, prefix_ar_mask),
+        )
+        prefix_length = jnp.sum(prefix_mask, axis=-1)[:, None]
+
+        def step(_, carry):
+            x_t, time = carry
+            suffix_tokens, suffix_mask, suffix_ar_mask = self.embed_suffix(
+                observation, x_t, jnp.broadcast_to(time, batch_size)
+            )
+            # Suffix tokens see the valid prefix plus the suffix blocks before and including their own.
+            prefix_part = einops.repeat(prefix_mask, "b p -> b s p", s=suffix_tokens.shape[1])
+            mask = jnp.concatenate([prefix_part, make_attn_mask(suffix_mask, suffix_ar_mask)], axis=-1)
+            positions = prefix_length + jnp.cumsum(suffix_mask, axis=-1) - 1
+            (_, suffix_out), _ = self.PaliGemma.llm(
+                [None, suffix_tokens], positions=positions, mask=mask, kv_cache=kv_cache
+            )
+            v_t = self.action_out_proj(suffix_out[:, -self.action_horizon :])
+            return x_t + dt * v_t, time + dt
+
+        x_0, _ = jax.lax.fori_loop(0, num_steps, step, (noise, jnp.float32(1.0)))
+        return x_0
