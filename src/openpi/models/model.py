@@ -6,10 +6,7 @@ import dataclasses
 import enum
 import logging
 import pathlib
-from typing import Any
-from typing import Generic
-from typing import TypeAlias
-from typing import TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 from flax import struct
 import flax.nnx as nnx
@@ -237,7 +234,7 @@ def restore_params(
     Returns the nested param dict without the top-level ``"params"`` key. Leaves are cast to ``dtype`` when
     given; a trailing ``"value"`` level (checkpoints saved from an ``nnx.State``) is dropped.
     """
-    from openpi.shared import download  # noqa: PLC0415  (keeps model import light)
+    from openpi.shared import download
 
     params_path = download.maybe_download(str(params_path)).resolve()
     if not params_path.exists():

@@ -94,8 +94,8 @@ class Pi0Config(_model.BaseModelConfig):
         image_spec = jax.ShapeDtypeStruct([batch_size, *self.image_resolution, 3], jnp.float32)
         mask_spec = jax.ShapeDtypeStruct([batch_size], jnp.bool_)
         observation = _model.Observation(
-            images={key: image_spec for key in _model.IMAGE_KEYS},
-            image_masks={key: mask_spec for key in _model.IMAGE_KEYS},
+            images=dict.fromkeys(_model.IMAGE_KEYS, image_spec),
+            image_masks=dict.fromkeys(_model.IMAGE_KEYS, mask_spec),
             state=jax.ShapeDtypeStruct([batch_size, self.action_dim], jnp.float32),
             tokenized_prompt=jax.ShapeDtypeStruct([batch_size, self.max_token_len], jnp.int32),
             tokenized_prompt_mask=jax.ShapeDtypeStruct([batch_size, self.max_token_len], jnp.bool_),

@@ -5,8 +5,7 @@ compile time independent of depth.
 """
 
 from collections.abc import Callable
-from typing import Any
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import flax.nnx as nnx
 import jax
