@@ -1,0 +1,464 @@
+"""maybe_download against real local servers: moto's S3 server and a controllable http.server."""
+
+import collections
+from collections.abc import Iterator
+import http.server
+import os
+import pathlib
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import boto3
+from moto.server import ThreadedMotoServer
+import pytest
+
+from openpi.shared import download
+
+REFERENCE_CKPT = pathlib.Path(__file__).parents[3] / "shared" / "reference" / "pi0_tiny_openpi_ckpt"
+_SUBPROCESS_TIMEOUT_S = 60
+_DOWNLOAD_IN_SUBPROCESS = (
+    "import logging, sys; logging.basicConfig(level=logging.INFO); "
+    "from openpi.shared import download; print(download.maybe_download(sys.argv[1]))"
+)
+
+
+class _FileServer(http.server.ThreadingHTTPServer):
+    """Serves in-memory files; can fail GETs, or stall a GET after some bytes until `release` is set."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _FileHandler)
+        self.files: dict[str, bytes] = {}
+        self.failures_left: collections.Counter[str] = collections.Counter()
+        self.gets: collections.Counter[str] = collections.Counter()
+        self.stall_after_bytes: int | None = None
+        self.stalled = threading.Event()
+        self.release = threading.Event()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # clients killed mid-transfer are expected
+            super().handle_error(request, client_address)
+
+
+class _FileHandler(http.server.BaseHTTPRequestHandler):
+    server: _FileServer
+    protocol_version = "HTTP/1.1"
+
+    def do_HEAD(self) -> None:
+        self._respond(send_body=False)
+
+    def do_GET(self) -> None:
+        self._respond(send_body=True)
+
+    def _respond(self, send_body: bool) -> None:
+        data = self.server.files.get(self.path)
+        if data is None:
+            self.send_error(404)
+            return
+        if send_body:
+            self.server.gets[self.path] += 1
+            if self.server.failures_left[self.path] > 0:
+                self.server.failures_left[self.path] -= 1
+                self.send_error(503)
+                return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if not send_body:
+            return
+        stall_at = self.server.stall_after_bytes
+        if stall_at is None:
+            self.wfile.write(data)
+            return
+        self.wfile.write(data[:stall_at])
+        self.wfile.flush()
+        self.server.stalled.set()
+        self.server.release.wait()
+        self.wfile.write(data[stall_at:])
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_files() -> Iterator[_FileServer]:
+    server = _FileServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_admin(s3_endpoint: str):
+    """A credentialed client used only to set up buckets; the code under test runs anonymously."""
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+
+
+@pytest.fixture(scope="module")
+def public_checkpoint(s3_admin) -> str:
+    """s3://openpi-assets/checkpoints/pi0_tiny holding the reference checkpoint, readable by anyone."""
+    s3_admin.create_bucket(Bucket="openpi-assets")
+    for path in REFERENCE_CKPT.rglob("*"):
+        if path.is_file():
+            key = f"checkpoints/pi0_tiny/{path.relative_to(REFERENCE_CKPT).as_posix()}"
+            s3_admin.upload_file(str(path), "openpi-assets", key, ExtraArgs={"ACL": "public-read"})
+    return "s3://openpi-assets/checkpoints/pi0_tiny"
+
+
+@pytest.fixture
+def scratch_bucket(s3_admin) -> str:
+    name = f"scratch-{uuid.uuid4().hex[:12]}"
+    s3_admin.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path, request: pytest.FixtureRequest) -> None:
+    monkeypatch.setenv("OPENPI_DATA_HOME", str(tmp_path / "cache"))
+    for name in (
+        "OPENPI_OFFLINE",
+        "OPENPI_DOWNLOAD_RETRIES",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    if "s3_endpoint" in request.fixturenames:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", request.getfixturevalue("s3_endpoint"))
+
+
+def _unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _cut_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point S3 at a closed port and allow one attempt: any network access now fails at once."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{_unused_port()}")
+    monkeypatch.setenv("OPENPI_DOWNLOAD_RETRIES", "1")
+
+
+def _tree_bytes(root: pathlib.Path) -> dict[str, bytes]:
+    return {path.relative_to(root).as_posix(): path.read_bytes() for path in root.rglob("*") if path.is_file()}
+
+
+def _start_download(url: str, stderr_path: pathlib.Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", _DOWNLOAD_IN_SUBPROCESS, url],
+        stdout=subprocess.PIPE,
+        stderr=stderr_path.open("w"),
+        text=True,
+        env=os.environ.copy(),
+    )
+
+
+def _wait_for(condition, what: str, timeout_s: float = _SUBPROCESS_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_local_paths_pass_through_resolved(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch):
+    target = tmp_path / "ckpt"
+    target.mkdir()
+    monkeypatch.chdir(tmp_path)
+
+    assert download.maybe_download("ckpt") == target.resolve()
+    assert download.maybe_download(str(target)) == target.resolve()
+    assert download.maybe_download(target.as_uri()) == target.resolve()
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_missing_local_path_raises_file_not_found_naming_it(tmp_path: pathlib.Path):
+    missing = tmp_path / "nope" / "params"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+        download.maybe_download(str(missing))
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+        download.maybe_download(missing.as_uri())
+
+
+def test_cache_dir_follows_openpi_data_home_and_defaults_to_home_cache(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+):
+    assert download.get_cache_dir() == (tmp_path / "cache").resolve()
+    assert (tmp_path / "cache").is_dir()
+
+    monkeypatch.delenv("OPENPI_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert download.get_cache_dir() == (tmp_path / "home" / ".cache" / "openpi").resolve()
+
+
+@pytest.mark.parametrize("url", ["s3://openpi-assets/a/../b", "s3:///no-bucket/x", "s3://../x"])
+def test_urls_that_could_escape_the_cache_are_rejected(url: str):
+    with pytest.raises(ValueError, match="bucket-or-host"):
+        download.maybe_download(url)
+
+
+def test_s3_file_is_mirrored_under_bucket_and_key(public_checkpoint: str, tmp_path: pathlib.Path):
+    url = f"{public_checkpoint}/assets/tiny_example/norm_stats.json"
+
+    local = download.maybe_download(url)
+
+    expected = tmp_path / "cache" / "openpi-assets" / "checkpoints" / "pi0_tiny" / "assets" / "tiny_example"
+    assert local == (expected / "norm_stats.json").resolve()
+    assert local.read_bytes() == (REFERENCE_CKPT / "assets" / "tiny_example" / "norm_stats.json").read_bytes()
+
+
+def test_s3_directory_download_mirrors_the_whole_checkpoint(public_checkpoint: str, tmp_path: pathlib.Path):
+    local = download.maybe_download(f"{public_checkpoint}/params")
+
+    assert local == (tmp_path / "cache" / "openpi-assets" / "checkpoints" / "pi0_tiny" / "params").resolve()
+    assert _tree_bytes(local) == _tree_bytes(REFERENCE_CKPT / "params")
+    leftovers = sorted(p.name for p in local.parent.iterdir())
+    assert leftovers == [".params.complete", ".params.lock", "params"]
+
+
+def test_cache_hit_makes_no_network_access(public_checkpoint: str, monkeypatch: pytest.MonkeyPatch):
+    first = download.maybe_download(f"{public_checkpoint}/params")
+    _cut_network(monkeypatch)
+
+    assert download.maybe_download(f"{public_checkpoint}/params") == first
+    assert _tree_bytes(first) == _tree_bytes(REFERENCE_CKPT / "params")
+
+
+def test_path_inside_a_downloaded_directory_is_served_from_cache(
+    public_checkpoint: str, monkeypatch: pytest.MonkeyPatch
+):
+    directory = download.maybe_download(public_checkpoint)
+    _cut_network(monkeypatch)
+
+    assert download.maybe_download(f"{public_checkpoint}/params/_METADATA") == directory / "params" / "_METADATA"
+
+
+def test_endpoint_comes_from_generic_aws_endpoint_url(
+    public_checkpoint: str, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+
+    local = download.maybe_download(f"{public_checkpoint}/params/_METADATA")
+    assert local.read_bytes() == (REFERENCE_CKPT / "params" / "_METADATA").read_bytes()
+
+
+@pytest.mark.parametrize("per_protocol", [False, True])
+def test_keyword_arguments_configure_the_filesystem(
+    public_checkpoint: str, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, per_protocol: bool
+):
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
+    options = {"s3": {"endpoint_url": s3_endpoint}} if per_protocol else {"endpoint_url": s3_endpoint}
+
+    local = download.maybe_download(f"{public_checkpoint}/params/_METADATA", **options)
+    assert local.read_bytes() == (REFERENCE_CKPT / "params" / "_METADATA").read_bytes()
+
+
+def test_private_objects_need_credentials_from_the_environment(
+    s3_admin, scratch_bucket: str, monkeypatch: pytest.MonkeyPatch
+):
+    s3_admin.put_object(Bucket=scratch_bucket, Key="private.bin", Body=b"secret weights")
+    url = f"s3://{scratch_bucket}/private.bin"
+
+    with pytest.raises(PermissionError, match=re.escape(f"{url}: access denied")):
+        download.maybe_download(url)
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    assert download.maybe_download(url).read_bytes() == b"secret weights"
+
+
+def test_missing_s3_object_raises_file_not_found_naming_the_url(public_checkpoint: str):
+    url = f"{public_checkpoint}/no_such_params"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{url}: no such remote file")):
+        download.maybe_download(url)
+
+
+def test_missing_http_file_raises_file_not_found_naming_the_url(http_files: _FileServer):
+    url = http_files.url("/missing.model")
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{url}: no such remote file")):
+        download.maybe_download(url)
+    assert http_files.gets["/missing.model"] == 0
+
+
+def test_http_file_is_mirrored_under_host_and_path(http_files: _FileServer, tmp_path: pathlib.Path):
+    http_files.files["/big_vision/tokenizer.model"] = os.urandom(300_000)
+    url = http_files.url("/big_vision/tokenizer.model")
+
+    local = download.maybe_download(url)
+
+    host = f"127.0.0.1:{http_files.server_address[1]}"
+    assert local == (tmp_path / "cache" / host / "big_vision" / "tokenizer.model").resolve()
+    assert local.read_bytes() == http_files.files["/big_vision/tokenizer.model"]
+
+
+def test_force_download_replaces_the_cached_copy(s3_admin, scratch_bucket: str):
+    url = f"s3://{scratch_bucket}/ckpt/weights.bin"
+    s3_admin.put_object(Bucket=scratch_bucket, Key="ckpt/weights.bin", Body=b"v1", ACL="public-read")
+    download.maybe_download(f"s3://{scratch_bucket}/ckpt")
+    s3_admin.put_object(Bucket=scratch_bucket, Key="ckpt/weights.bin", Body=b"version 2", ACL="public-read")
+    s3_admin.put_object(Bucket=scratch_bucket, Key="ckpt/extra.bin", Body=b"new", ACL="public-read")
+
+    assert download.maybe_download(url).read_bytes() == b"v1"
+    refreshed = download.maybe_download(f"s3://{scratch_bucket}/ckpt", force_download=True)
+
+    assert _tree_bytes(refreshed) == {"weights.bin": b"version 2", "extra.bin": b"new"}
+    assert sorted(p.name for p in refreshed.parent.iterdir()) == [".ckpt.complete", ".ckpt.lock", "ckpt"]
+
+
+def test_entry_without_completion_marker_is_downloaded_again(public_checkpoint: str, tmp_path: pathlib.Path):
+    url = f"{public_checkpoint}/params"
+    stale = tmp_path / "cache" / "openpi-assets" / "checkpoints" / "pi0_tiny" / "params"
+    stale.mkdir(parents=True)
+    (stale / "_METADATA").write_text("half-written")
+
+    local = download.maybe_download(url)
+
+    assert _tree_bytes(local) == _tree_bytes(REFERENCE_CKPT / "params")
+
+
+def test_cached_file_with_wrong_size_is_downloaded_again(public_checkpoint: str):
+    url = f"{public_checkpoint}/params/_METADATA"
+    local = download.maybe_download(url)
+    local.write_bytes(local.read_bytes()[:10])
+
+    assert download.maybe_download(url).read_bytes() == (REFERENCE_CKPT / "params" / "_METADATA").read_bytes()
+
+
+def test_offline_mode_serves_the_cache_and_names_url_and_path_on_a_miss(
+    public_checkpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+):
+    cached = download.maybe_download(f"{public_checkpoint}/params")
+    monkeypatch.setenv("OPENPI_OFFLINE", "1")
+
+    assert download.maybe_download(f"{public_checkpoint}/params") == cached
+    missing_url = f"{public_checkpoint}/assets"
+    missing_path = tmp_path / "cache" / "openpi-assets" / "checkpoints" / "pi0_tiny" / "assets"
+    with pytest.raises(
+        download.OfflineCacheMissError, match=re.escape(f"{missing_url}: not in the download cache")
+    ) as err:
+        download.maybe_download(missing_url)
+    assert str(missing_path.resolve()) in str(err.value)
+    with pytest.raises(download.OfflineCacheMissError):
+        download.maybe_download(f"{public_checkpoint}/params", force_download=True)
+
+
+def test_transient_server_errors_are_retried(http_files: _FileServer):
+    http_files.files["/flaky.bin"] = b"payload" * 1000
+    http_files.failures_left["/flaky.bin"] = 1
+
+    local = download.maybe_download(http_files.url("/flaky.bin"))
+
+    assert local.read_bytes() == http_files.files["/flaky.bin"]
+    assert http_files.gets["/flaky.bin"] == 2
+
+
+def test_unreachable_server_fails_after_retries_with_a_clear_message(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("OPENPI_DOWNLOAD_RETRIES", "2")
+    url = f"http://127.0.0.1:{_unused_port()}/weights.bin"
+
+    with pytest.raises(download.DownloadError, match=re.escape(f"listing {url}: failed after 2 attempts")):
+        download.maybe_download(url)
+
+
+def test_invalid_retry_setting_is_rejected_by_name(http_files: _FileServer, monkeypatch: pytest.MonkeyPatch):
+    http_files.files["/a.bin"] = b"a"
+    monkeypatch.setenv("OPENPI_DOWNLOAD_RETRIES", "many")
+    with pytest.raises(ValueError, match="OPENPI_DOWNLOAD_RETRIES: expected a positive number"):
+        download.maybe_download(http_files.url("/a.bin"))
+
+
+@pytest.mark.slow
+def test_download_killed_mid_transfer_leaves_no_complete_entry_and_retry_succeeds(
+    http_files: _FileServer, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+):
+    payload = os.urandom(3 << 20)
+    http_files.files["/ckpt/weights.bin"] = payload
+    http_files.stall_after_bytes = len(payload) // 2
+    url = http_files.url("/ckpt/weights.bin")
+
+    process = _start_download(url, tmp_path / "stderr.txt")
+    try:
+        _wait_for(http_files.stalled.is_set, "the transfer to reach half way")
+        local = tmp_path / "cache" / f"127.0.0.1:{http_files.server_address[1]}" / "ckpt" / "weights.bin"
+        _wait_for(lambda: any(local.parent.glob(".weights.bin.partial-*/incoming/*.part")), "a partial file")
+    finally:
+        process.kill()
+        process.wait(_SUBPROCESS_TIMEOUT_S)
+    http_files.stall_after_bytes = None
+    http_files.release.set()
+
+    assert not local.exists()
+    monkeypatch.setenv("OPENPI_OFFLINE", "1")
+    with pytest.raises(download.OfflineCacheMissError, match="does not exist"):
+        download.maybe_download(url)
+    monkeypatch.delenv("OPENPI_OFFLINE")
+
+    assert download.maybe_download(url).read_bytes() == payload
+    assert sorted(p.name for p in local.parent.iterdir()) == [
+        ".weights.bin.complete",
+        ".weights.bin.lock",
+        "weights.bin",
+    ]
+
+
+@pytest.mark.slow
+def test_concurrent_downloaders_share_one_transfer(http_files: _FileServer, tmp_path: pathlib.Path):
+    payload = os.urandom(1 << 20)
+    http_files.files["/shared/model.bin"] = payload
+    http_files.stall_after_bytes = 1000
+    url = http_files.url("/shared/model.bin")
+
+    stderr_paths = [tmp_path / "stderr-0.txt", tmp_path / "stderr-1.txt"]
+    processes = [_start_download(url, path) for path in stderr_paths]
+    try:
+        # Hold the transfer until one process is downloading and the other is blocked on the lock.
+        _wait_for(http_files.stalled.is_set, "the first transfer to start")
+        _wait_for(
+            lambda: any("Waiting for another process" in path.read_text() for path in stderr_paths),
+            "the second process to wait on the lock",
+        )
+        http_files.release.set()
+        outputs = [process.communicate(timeout=_SUBPROCESS_TIMEOUT_S)[0] for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait(_SUBPROCESS_TIMEOUT_S)
+
+    assert [process.returncode for process in processes] == [0, 0], [p.read_text() for p in stderr_paths]
+    local_paths = {pathlib.Path(output.strip()) for output in outputs}
+    assert len(local_paths) == 1
+    assert local_paths.pop().read_bytes() == payload
+    assert http_files.gets["/shared/model.bin"] == 1
