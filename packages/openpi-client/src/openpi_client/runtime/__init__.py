@@ -1,0 +1,1 @@
+"""Runs an agent against an environment episode by episode, at a bounded rate."""

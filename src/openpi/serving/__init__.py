@@ -1,0 +1,1 @@
+"""Serving policies to robots over the network."""

@@ -1,0 +1,216 @@
+"""Serves a policy over websockets to many robots at once (protocol of the published openpi-client).
+
+Per connection: the server sends its metadata dict, then answers each msgpack-numpy observation with the policy's
+outputs plus `server_timing: {infer_ms, prev_total_ms}`. A request that fails gets the traceback as a text frame
+and the connection is closed with code 1011; other connections are not affected. Requests of concurrent clients
+are batched into one policy call (see `batching.InferenceBatcher`), run on a worker thread so that the event loop
+keeps answering `GET /healthz`, `GET /metrics` (Prometheus) and new connections. SIGTERM / SIGINT stop accepting
+connections, let requests in flight finish and be answered, then close every connection with code 1001.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import http
+import logging
+import signal
+import threading
+import time
+import traceback
+import urllib.parse
+
+import websockets.asyncio.server as ws_server
+import websockets.datastructures
+import websockets.exceptions
+import websockets.frames
+
+from openpi.serving import batching
+from openpi.serving import metrics as _metrics
+from openpi.serving import request_checks
+from openpi_client import base_policy as _base_policy
+from openpi_client import msgpack_numpy
+
+logger = logging.getLogger(__name__)
+
+
+class WebsocketPolicyServer:
+    """Serves `policy` at `ws://host:port`; `port=None` or 0 picks a free port (see `wait_started`).
+
+    Args:
+        policy: any `BasePolicy`; with an `infer_batch(list[obs]) -> list[dict]` method, requests are batched.
+        metadata: dict sent to every client when it connects.
+        api_key: if set, a handshake without `Api-Key: <key>` or `Authorization: Api-Key <key>` gets HTTP 401.
+        max_batch_size: most observations per policy call.
+        max_wait_ms: longest a request waits for others to share its batch.
+        max_frame_bytes: largest request accepted (None: no limit); bigger ones close the connection with 1009.
+        shutdown_grace_s: how long a shutdown waits for requests in flight before closing connections anyway.
+    """
+
+    def __init__(
+        self,
+        policy: _base_policy.BasePolicy,
+        host: str = "0.0.0.0",
+        port: int | None = None,
+        metadata: dict | None = None,
+        *,
+        api_key: str | None = None,
+        max_batch_size: int = 8,
+        max_wait_ms: float = 5.0,
+        max_frame_bytes: int | None = None,
+        shutdown_grace_s: float = 30.0,
+    ) -> None:
+        self._policy = policy
+        self._host = host
+        self._port = port or 0
+        self._metadata = metadata or {}
+        self._api_key = api_key
+        self._max_batch_size = max_batch_size
+        self._max_wait_ms = max_wait_ms
+        self._max_frame_bytes = max_frame_bytes
+        self._shutdown_grace_s = shutdown_grace_s
+        self.metrics = _metrics.ServerMetrics()
+        self._connections: set[ws_server.ServerConnection] = set()
+        self._busy: set[ws_server.ServerConnection] = set()
+        self._shutting_down = False
+        self._started = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+    def serve_forever(self) -> None:
+        """Serves until SIGTERM / SIGINT (or `shutdown()`), then shuts down gracefully."""
+        asyncio.run(self.run())
+
+    def wait_started(self, timeout_s: float = 30.0) -> int:
+        """Blocks until the server listens (when run on another thread) and returns its port."""
+        if not self._started.wait(timeout_s):
+            raise TimeoutError(f"policy server did not start within {timeout_s} s")
+        return self._port
+
+    def shutdown(self) -> None:
+        """Asks a running server, from any thread, to shut down gracefully."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    async def run(self) -> None:
+        """Serves until `shutdown()` (or a signal, when run on the main thread)."""
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(signum, self._stop.set)
+        batcher = batching.InferenceBatcher(
+            self._policy,
+            max_batch_size=self._max_batch_size,
+            max_wait_ms=self._max_wait_ms,
+            expected_concurrency=lambda: len(self._connections),
+        )
+        async with ws_server.serve(
+            lambda connection: self._handle(connection, batcher),
+            self._host,
+            self._port,
+            compression=None,
+            max_size=self._max_frame_bytes,
+            process_request=self._process_request,
+        ) as server:
+            self._port = server.sockets[0].getsockname()[1]
+            logger.info("Serving policy on %s:%d (max batch %d)", self._host, self._port, batcher.max_batch_size)
+            batcher_task = asyncio.create_task(batcher.run())
+            self._started.set()
+            await self._stop.wait()
+            await self._drain(server)
+            batcher_task.cancel()
+
+    async def _drain(self, server: ws_server.Server) -> None:
+        """Stops accepting connections, closes idle ones and lets busy ones finish their request first."""
+        logger.info("Shutting down: finishing %d request(s) in flight", len(self._busy))
+        self._shutting_down = True
+        server.close(close_connections=False)
+        idle = self._connections - self._busy
+        await asyncio.gather(*(_close_going_away(connection) for connection in idle), return_exceptions=True)
+        try:
+            await asyncio.wait_for(server.wait_closed(), self._shutdown_grace_s)
+        except TimeoutError:
+            logger.warning("Requests still running after %.0f s; closing their connections", self._shutdown_grace_s)
+
+    def _process_request(
+        self, connection: ws_server.ServerConnection, request: ws_server.Request
+    ) -> ws_server.Response | None:
+        path = urllib.parse.urlsplit(request.path).path
+        if path == "/healthz":
+            return connection.respond(http.HTTPStatus.OK, "OK\n")
+        if path == "/metrics":
+            response = connection.respond(http.HTTPStatus.OK, self.metrics.render())
+            del response.headers["Content-Type"]
+            response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+            return response
+        if self._api_key is not None and not _has_api_key(request.headers, self._api_key):
+            return connection.respond(http.HTTPStatus.UNAUTHORIZED, "Missing or wrong API key.\n")
+        return None
+
+    async def _handle(self, connection: ws_server.ServerConnection, batcher: batching.InferenceBatcher) -> None:
+        logger.info("Connection from %s opened", connection.remote_address)
+        self._connections.add(connection)
+        self.metrics.open_connections += 1
+        try:
+            await connection.send(msgpack_numpy.packb(self._metadata))
+            await self._serve_requests(connection, batcher)
+        except websockets.exceptions.ConnectionClosed as closed:
+            if closed.sent is not None and closed.sent.code == websockets.frames.CloseCode.MESSAGE_TOO_BIG:
+                self.metrics.errors["frame_too_big"] += 1
+        finally:
+            self._connections.discard(connection)
+            self._busy.discard(connection)
+            self.metrics.open_connections -= 1
+            logger.info("Connection from %s closed", connection.remote_address)
+
+    async def _serve_requests(self, connection: ws_server.ServerConnection, batcher: batching.InferenceBatcher) -> None:
+        prev_total_ms = None
+        while not self._shutting_down:
+            frame = await connection.recv()
+            start = time.monotonic()
+            self._busy.add(connection)
+            self.metrics.requests += 1
+            try:
+                obs = request_checks.decode_observation(frame)
+                outcome = await batcher.infer(obs)
+                self.metrics.batch_size.observe(outcome.batch_size)
+                timing = {"infer_ms": outcome.infer_ms}
+                if prev_total_ms is not None:
+                    timing["prev_total_ms"] = prev_total_ms
+                reply = msgpack_numpy.packb({**outcome.result, "server_timing": timing})
+            except (request_checks.BadRequestError, batching.InferenceError, ValueError, TypeError) as error:
+                await self._fail(connection, error)
+                return
+            await connection.send(reply)
+            self._busy.discard(connection)
+            prev_total_ms = (time.monotonic() - start) * 1000
+            self.metrics.latency_s.observe(prev_total_ms / 1000)
+        await _close_going_away(connection)
+
+    async def _fail(self, connection: ws_server.ServerConnection, error: Exception) -> None:
+        """Sends the error as a text frame, then closes the connection with 1011 (internal error)."""
+        if isinstance(error, batching.InferenceError):
+            kind, text = "inference", error.traceback_text
+        elif isinstance(error, request_checks.BadRequestError):
+            kind, text = "bad_request", f"Bad request: {error}\n"
+        else:  # the policy's outputs could not be encoded
+            kind, text = "bad_output", traceback.format_exc()
+        self.metrics.errors[kind] += 1
+        logger.warning(
+            "Request from %s failed (%s): %s", connection.remote_address, kind, text.strip().splitlines()[-1]
+        )
+        await connection.send(text)
+        await connection.close(
+            websockets.frames.CloseCode.INTERNAL_ERROR, "Internal server error. Traceback included in previous frame."
+        )
+
+
+async def _close_going_away(connection: ws_server.ServerConnection) -> None:
+    await connection.close(websockets.frames.CloseCode.GOING_AWAY, "server shutting down")
+
+
+def _has_api_key(headers: websockets.datastructures.Headers, api_key: str) -> bool:
+    # The published client sends `Authorization: Api-Key <key>`; a bare `Api-Key: <key>` header is accepted too.
+    offered = headers.get("Api-Key") or headers.get("Authorization", "").removeprefix("Api-Key ").strip()
+    return bool(offered) and hmac.compare_digest(offered.encode(), api_key.encode())
