@@ -1,0 +1,1 @@
+"""Training: configs, data loading, checkpoints, optimizers."""
