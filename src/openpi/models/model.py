@@ -152,7 +152,7 @@ class BaseModelConfig(abc.ABC):
         if remove_extra_params:
             params = intersect_trees(expected, params)
         check_param_tree(expected, params)
-        state.replace_by_pure_dict(params)
+        state.replace_by_pure_dict(jax.tree.map(jnp.asarray, params))
         return nnx.merge(graphdef, state)
 
     def fake_obs(self, batch_size: int = 1) -> Observation:

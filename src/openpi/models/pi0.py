@@ -192,16 +192,17 @@ class Pi0(_model.BaseModel):
         )
         noise = jax.random.normal(noise_rng, actions.shape)
         time = jax.random.beta(time_rng, 1.5, 1, actions.shape[:-2]) * 0.999 + 0.001
-        return self.flow_matching_loss(observation, actions, noise, time)
+        return self.flow_matching(observation, actions, noise, time)["loss"]
 
-    def flow_matching_loss(
+    def flow_matching(
         self,
         observation: _model.Observation,
         actions: _model.Actions,
         noise: _model.Actions,
         time: at.Float[at.Array, " b"],
-    ) -> at.Float[at.Array, "*b ah"]:
-        """Per-step squared error of the predicted velocity at ``x_t = t * noise + (1 - t) * actions``."""
+    ) -> dict[str, at.Array]:
+        """Flow-matching terms at ``x_t = t * noise + (1 - t) * actions``; ``loss`` is the per-step squared
+        error of the predicted velocity ``v_t`` against ``u_t = noise - actions``."""
         t = time[..., None, None]
         x_t = t * noise + (1 - t) * actions
         u_t = noise - actions
@@ -210,11 +211,48 @@ class Pi0(_model.BaseModel):
         input_mask = jnp.concatenate([prefix_mask, suffix_mask], axis=1)
         ar_mask = jnp.concatenate([prefix_ar_mask, suffix_ar_mask], axis=0)
         positions = jnp.cumsum(input_mask, axis=1) - 1
-        (_, suffix_out), _ = self.PaliGemma.llm(
+        (prefix_out, suffix_out), _ = self.PaliGemma.llm(
             [prefix_tokens, suffix_tokens], positions=positions, mask=make_attn_mask(input_mask, ar_mask)
         )
         v_t = self.action_out_proj(suffix_out[:, -self.action_horizon :])
-        return jnp.mean(jnp.square(v_t - u_t), axis=-1)
+        return {
+            "x_t": x_t,
+            "u_t": u_t,
+            "suffix_tokens": suffix_tokens,
+            "positions": positions,
+            "prefix_out": prefix_out,
+            "suffix_out": suffix_out,
+            "v_t": v_t,
+            "loss": jnp.mean(jnp.square(v_t - u_t), axis=-1),
+        }
+
+    def fill_kv_cache(self, observation: _model.Observation) -> tuple[at.Bool[at.Array, "b p"], gemma.KVCache]:
+        """Runs the prefix once; returns its mask and the keys/values every denoising step attends to."""
+        prefix_tokens, prefix_mask, prefix_ar_mask = self.embed_prefix(observation)
+        _, kv_cache = self.PaliGemma.llm(
+            [prefix_tokens, None],
+            positions=jnp.cumsum(prefix_mask, axis=1) - 1,
+            mask=make_attn_mask(prefix_mask, prefix_ar_mask),
+        )
+        return prefix_mask, kv_cache
+
+    def predict_velocity(
+        self,
+        observation: _model.Observation,
+        prefix_mask: at.Bool[at.Array, "b p"],
+        kv_cache: gemma.KVCache,
+        x_t: _model.Actions,
+        time: at.Float[at.Array, " b"],
+    ) -> _model.Actions:
+        """One action-expert pass over the suffix, attending to the cached prefix."""
+        suffix_tokens, suffix_mask, suffix_ar_mask = self.embed_suffix(observation, x_t, time)
+        # Suffix tokens see the valid prefix plus the suffix blocks up to and including their own.
+        prefix_part = einops.repeat(prefix_mask, "b p -> b s p", s=suffix_tokens.shape[1])
+        mask = jnp.concatenate([prefix_part, make_attn_mask(suffix_mask, suffix_ar_mask)], axis=-1)
+        (_, suffix_out), _ = self.PaliGemma.llm(
+            [None, suffix_tokens], positions=suffix_positions(prefix_mask, suffix_mask), mask=mask, kv_cache=kv_cache
+        )
+        return self.action_out_proj(suffix_out[:, -self.action_horizon :])
 
     def sample_actions(
         self,
@@ -224,6 +262,7 @@ class Pi0(_model.BaseModel):
         num_steps: int = 10,
         noise: _model.Actions | None = None,
     ) -> _model.Actions:
+        """Integrates the flow from noise (t=1) to actions (t=0) with ``num_steps`` Euler steps."""
         observation = _model.preprocess_observation(
             None, observation, train=False, image_resolution=self.image_resolution
         )
@@ -231,29 +270,19 @@ class Pi0(_model.BaseModel):
         if noise is None:
             noise = jax.random.normal(rng, (batch_size, self.action_horizon, self.action_dim))
         dt = -1.0 / num_steps
-
-        prefix_tokens, prefix_mask, prefix_ar_mask = self.embed_prefix(observation)
-        _, kv_cache = self.PaliGemma.llm(
-            [prefix_tokens, None],
-            positions=jnp.cumsum(prefix_mask, axis=1) - 1,
-            mask=make_attn_mask(prefix_mask, prefix_ar_mask),
-        )
-        prefix_length = jnp.sum(prefix_mask, axis=-1)[:, None]
+        prefix_mask, kv_cache = self.fill_kv_cache(observation)
 
         def step(_, carry):
             x_t, time = carry
-            suffix_tokens, suffix_mask, suffix_ar_mask = self.embed_suffix(
-                observation, x_t, jnp.broadcast_to(time, batch_size)
-            )
-            # Suffix tokens see the valid prefix plus the suffix blocks before and including their own.
-            prefix_part = einops.repeat(prefix_mask, "b p -> b s p", s=suffix_tokens.shape[1])
-            mask = jnp.concatenate([prefix_part, make_attn_mask(suffix_mask, suffix_ar_mask)], axis=-1)
-            positions = prefix_length + jnp.cumsum(suffix_mask, axis=-1) - 1
-            (_, suffix_out), _ = self.PaliGemma.llm(
-                [None, suffix_tokens], positions=positions, mask=mask, kv_cache=kv_cache
-            )
-            v_t = self.action_out_proj(suffix_out[:, -self.action_horizon :])
+            v_t = self.predict_velocity(observation, prefix_mask, kv_cache, x_t, jnp.broadcast_to(time, batch_size))
             return x_t + dt * v_t, time + dt
 
         x_0, _ = jax.lax.fori_loop(0, num_steps, step, (noise, jnp.float32(1.0)))
         return x_0
+
+
+def suffix_positions(
+    prefix_mask: at.Bool[at.Array, "b p"], suffix_mask: at.Bool[at.Array, "b s"]
+) -> at.Int[at.Array, "b s"]:
+    """RoPE positions of suffix tokens: they continue after the valid prefix tokens."""
+    return jnp.sum(prefix_mask, axis=-1)[:, None] + jnp.cumsum(suffix_mask, axis=-1) - 1

@@ -1,0 +1,195 @@
+"""Numeric parity against fixtures made with the original openpi (``pi0_tiny_parity.{npz,json}`` format).
+
+A fixture's JSON describes the model (any vision/Gemma dims, vocabulary, horizon, action dim, token length);
+its npz holds ``params/<path>``, inputs ``in/*`` and outputs ``out/*`` (plus ``out_bf16/*``). ``check_fixture``
+builds the described model, loads the params by path, recomputes every output through the model's own code
+and reports the max abs difference per output.
+"""
+
+import dataclasses
+import json
+import pathlib
+import re
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from openpi.models import gemma
+from openpi.models import model as _model
+from openpi.models import pi0
+from openpi.models import siglip
+
+FLOAT32_ATOL = 1e-4
+# bfloat16 has an 8-bit mantissa; the original's own bf16-vs-f32 gap on the tiny fixture is ~0.03.
+BFLOAT16_ATOL = 2e-2
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    name: str
+    max_abs_diff: float
+    atol: float
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.max_abs_diff <= self.atol)
+
+
+def _gemma_config(spec: dict[str, Any]) -> gemma.Config:
+    return gemma.Config(
+        **{key: int(spec[key]) for key in ("width", "depth", "mlp_dim", "num_heads", "num_kv_heads", "head_dim")}
+    )
+
+
+def config_from_fixture(meta: dict[str, Any], *, dtype: str = "float32") -> pi0.Pi0Config:
+    """The ``Pi0Config`` that a fixture JSON's ``model`` section describes."""
+    spec = meta["model"]
+    vision = spec["siglip"]
+    if spec.get("pi05"):
+        raise ValueError("fixture model: pi05 fixtures are not supported (pi0 only)")
+    vision_config = siglip.Config(
+        width=int(vision["width"]),
+        depth=int(vision["depth"]),
+        mlp_dim=int(vision["mlp_dim"]),
+        num_heads=int(vision["num_heads"]),
+        patch_size=tuple(int(p) for p in vision["patch_size"]),
+    )
+    return pi0.Pi0Config(
+        dtype=dtype,
+        paligemma_variant=_gemma_config(spec["paligemma_llm"]),
+        action_expert_variant=_gemma_config(spec["action_expert"]),
+        action_dim=int(spec["action_dim"]),
+        action_horizon=int(spec["action_horizon"]),
+        max_token_len=int(spec["max_token_len"]),
+        vision_variant=vision_config,
+        vocab_size=int(spec.get("vocab_size", gemma.PALIGEMMA_VOCAB_SIZE)),
+        image_resolution=tuple(int(r) for r in vision.get("image_resolution", _model.IMAGE_RESOLUTION)),
+    )
+
+
+def params_from_npz(arrays: dict[str, np.ndarray]) -> dict:
+    """Nested param dict from ``params/<a>/<b>/...`` keys."""
+    flat = {tuple(key.split("/")[1:]): value for key, value in arrays.items() if key.startswith("params/")}
+    if not flat:
+        raise ValueError("fixture: no 'params/...' arrays found")
+    return _model._unflatten(flat)
+
+
+def observation_from_npz(arrays: dict[str, np.ndarray]) -> _model.Observation:
+    cams = sorted(
+        {m.group(1) for key in arrays if (m := re.fullmatch(r"in/images/(.+)", key))},
+        key=lambda cam: _model.IMAGE_KEYS.index(cam) if cam in _model.IMAGE_KEYS else len(_model.IMAGE_KEYS),
+    )
+    return _model.Observation(
+        images={cam: jnp.asarray(arrays[f"in/images/{cam}"]) for cam in cams},
+        image_masks={cam: jnp.asarray(arrays[f"in/image_masks/{cam}"]) for cam in cams},
+        state=jnp.asarray(arrays["in/state"]),
+        tokenized_prompt=jnp.asarray(arrays["in/tokenized_prompt"]) if "in/tokenized_prompt" in arrays else None,
+        tokenized_prompt_mask=(
+            jnp.asarray(arrays["in/tokenized_prompt_mask"]) if "in/tokenized_prompt_mask" in arrays else None
+        ),
+    )
+
+
+def compute_outputs(model: pi0.Pi0, arrays: dict[str, np.ndarray], prefix: str = "out") -> dict[str, np.ndarray]:
+    """Recomputes the fixture's outputs (``<prefix>/...`` names) with the model's own methods."""
+    observation = _model.preprocess_observation(
+        None, observation_from_npz(arrays), train=False, image_resolution=model.image_resolution
+    )
+    noise = jnp.asarray(arrays["in/noise"])
+    actions = jnp.asarray(arrays["in/actions"])
+    time = jnp.asarray(arrays["in/time"])
+    num_steps = int(arrays["in/num_steps"])
+    out: dict[str, Any] = {}
+
+    flow = jax.jit(model.flow_matching)(observation, actions, noise, time)
+    out["compute_loss"] = flow["loss"]
+    out["sample_actions"] = jax.jit(model.sample_actions, static_argnames="num_steps")(
+        jax.random.key(0), observation, num_steps=num_steps, noise=noise
+    )
+    if prefix != "out":
+        return {f"{prefix}/{name}": np.asarray(value) for name, value in out.items()}
+
+    tokens, input_mask, ar_mask = model.embed_prefix(observation)
+    out |= {"prefix/tokens": tokens, "prefix/input_mask": input_mask, "prefix/ar_mask": ar_mask}
+    for cam, image in observation.images.items():
+        out[f"prefix/image_tokens/{cam}"] = model.PaliGemma.img(image)
+    if observation.tokenized_prompt is not None:
+        out["prefix/text_embeddings"] = model.PaliGemma.llm.embed(observation.tokenized_prompt)
+
+    expert_width = model.action_in_proj.out_features
+    out["loss/time_emb"] = pi0.posemb_sincos(time, expert_width, min_period=4e-3, max_period=4.0)
+    _, suffix_mask, suffix_ar_mask = model.embed_suffix(observation, flow["x_t"], time)
+    out |= {f"loss/{name}": flow[name] for name in ("x_t", "u_t", "suffix_tokens", "positions", "prefix_out")}
+    out |= {f"loss/{name}": flow[name] for name in ("suffix_out", "v_t")}
+    out |= {
+        "loss/suffix_input_mask": suffix_mask,
+        "loss/suffix_ar_mask": suffix_ar_mask,
+        "loss/per_element": flow["loss"],
+    }
+
+    prefix_mask, kv_cache = jax.jit(model.fill_kv_cache)(observation)
+    out["sample/kv_cache_k"], out["sample/kv_cache_v"] = kv_cache
+    batch_size = noise.shape[0]
+    predict = jax.jit(model.predict_velocity)
+    ones = jnp.ones((batch_size,), jnp.float32)
+    step0_tokens, step0_mask, _ = model.embed_suffix(observation, noise, ones)
+    out["sample/step0/suffix_tokens"] = step0_tokens
+    out["sample/step0/positions"] = pi0.suffix_positions(prefix_mask, step0_mask)
+    x_t, t = noise, jnp.float32(1.0)
+    dt = -1.0 / num_steps
+    xs, vs, ts = [], [], []
+    for _ in range(num_steps):
+        v_t = predict(observation, prefix_mask, kv_cache, x_t, jnp.broadcast_to(t, batch_size))
+        xs.append(x_t)
+        vs.append(v_t)
+        ts.append(t)
+        x_t, t = x_t + dt * v_t, t + dt
+    out["sample/step0/v_t"] = vs[0]
+    out["sample/x_t_trajectory"] = jnp.stack(xs)
+    out["sample/v_t_trajectory"] = jnp.stack(vs)
+    out["sample/t_trajectory"] = jnp.stack(ts)
+    out["sample/actions_unrolled"] = x_t
+    return {f"{prefix}/{name}": np.asarray(value) for name, value in out.items()}
+
+
+def _max_abs_diff(expected: np.ndarray, actual: np.ndarray) -> float:
+    if expected.shape != actual.shape:
+        return float("inf")
+    if expected.dtype == np.bool_ or actual.dtype == np.bool_:
+        return float(np.count_nonzero(expected.astype(bool) != actual.astype(bool)))
+    return float(np.max(np.abs(expected.astype(np.float64) - actual.astype(np.float64)), initial=0.0))
+
+
+def check_fixture(
+    npz_path: str | pathlib.Path,
+    json_path: str | pathlib.Path | None = None,
+    *,
+    atol: float = FLOAT32_ATOL,
+    bf16_atol: float = BFLOAT16_ATOL,
+) -> list[Comparison]:
+    """Compares every ``out*/...`` array of a fixture with our recomputation.
+
+    Raises ValueError if the fixture holds an output this tool does not know how to recompute.
+    """
+    npz_path = pathlib.Path(npz_path)
+    json_path = pathlib.Path(json_path) if json_path else npz_path.with_suffix(".json")
+    meta = json.loads(json_path.read_text())
+    with np.load(npz_path) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    params = params_from_npz(arrays)
+
+    actual = compute_outputs(config_from_fixture(meta, dtype="float32").load(params), arrays)
+    if any(key.startswith("out_bf16/") for key in arrays):
+        actual |= compute_outputs(config_from_fixture(meta, dtype="bfloat16").load(params), arrays, "out_bf16")
+
+    expected_keys = sorted(key for key in arrays if key.startswith(("out/", "out_bf16/")))
+    unknown = [key for key in expected_keys if key not in actual]
+    if unknown:
+        raise ValueError(f"fixture: outputs this tool cannot recompute: {unknown}")
+    return [
+        Comparison(key, _max_abs_diff(arrays[key], actual[key]), bf16_atol if key.startswith("out_bf16/") else atol)
+        for key in expected_keys
+    ]
