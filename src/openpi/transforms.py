@@ -11,6 +11,7 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
 
+from openpi.models import tokenizer as _tokenizer
 from openpi.shared import normalize as _normalize
 from openpi_client import image_tools
 
@@ -279,10 +280,9 @@ class TokenizePrompt(DataTransformFn):
     """Replaces `prompt` by `tokenized_prompt` (int32) and `tokenized_prompt_mask` (bool).
 
     `default_prompt` is used when the sample has no prompt; without either, this raises.
-    `tokenizer` is anything with `tokenize(prompt) -> (tokens, mask)`, normally a `PaligemmaTokenizer`.
     """
 
-    tokenizer: Any
+    tokenizer: _tokenizer.PaligemmaTokenizer
     default_prompt: str | None = None
 
     def __call__(self, data: DataDict) -> DataDict:
