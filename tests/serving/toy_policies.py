@@ -19,7 +19,8 @@ def expected_actions(state: np.ndarray) -> np.ndarray:
 
 
 class ToyPolicy(base_policy.BasePolicy):
-    """Checks `state` is float32 `(STATE_DIM,)`, answers `expected_actions(state)` and echoes `client_id`.
+    """Checks `state` is float32 `(STATE_DIM,)`, answers `expected_actions(state)`, a numpy scalar `state_sum`, and
+    echoes `client_id`.
 
     `infer_batch` handles many observations in one call (and records the batch sizes); `delay_s` makes each call
     slow; `gate`, when given, makes each call wait until the gate is set.
@@ -42,7 +43,10 @@ class ToyPolicy(base_policy.BasePolicy):
             raise TimeoutError("gate never opened")
         time.sleep(self.delay_s)
         actions = np.arange(1, HORIZON + 1, dtype=np.float32)[None, :, None] * states[:, None, :]
-        return [{"actions": a, "client_id": obs.get("client_id")} for a, obs in zip(actions, observations, strict=True)]
+        return [
+            {"actions": a, "client_id": obs.get("client_id"), "state_sum": np.float32(obs["state"].sum())}
+            for a, obs in zip(actions, observations, strict=True)
+        ]
 
 
 class OneAtATimePolicy(base_policy.BasePolicy):

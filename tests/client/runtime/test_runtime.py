@@ -1,0 +1,100 @@
+"""Tests for Runtime: episode lifecycle, step limits, subscribers, rate limiting and PolicyAgent."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from openpi_client import base_policy
+from openpi_client.runtime import environment
+from openpi_client.runtime import runtime
+from openpi_client.runtime import subscriber
+from openpi_client.runtime.agents import policy_agent
+
+
+class CountdownEnvironment(environment.Environment):
+    """Episode ends after `length` actions; records everything it is asked to do."""
+
+    def __init__(self, length: int | None) -> None:
+        self.length = length
+        self.events: list[str] = []
+        self.actions: list[float] = []  # this episode's
+        self.all_actions: list[float] = []
+        self.step_times: list[float] = []
+
+    def reset(self) -> None:
+        self.events.append("reset")
+        self.actions = []
+
+    def is_episode_complete(self) -> bool:
+        return self.length is not None and len(self.actions) >= self.length
+
+    def get_observation(self) -> dict:
+        self.step_times.append(time.monotonic())
+        return {"state": np.array([len(self.actions)], np.float32)}
+
+    def apply_action(self, action: dict) -> None:
+        self.actions.append(float(action["actions"][0]))
+        self.all_actions.append(self.actions[-1])
+
+
+class PlusOnePolicy(base_policy.BasePolicy):
+    def __init__(self) -> None:
+        self.resets = 0
+
+    def infer(self, obs: dict) -> dict:
+        return {"actions": obs["state"] + 1}
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
+class RecordingSubscriber(subscriber.Subscriber):
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def on_episode_start(self) -> None:
+        self.events.append("start")
+
+    def on_step(self, observation: dict, action: dict) -> None:
+        self.events.append(f"step {int(observation['state'][0])}->{int(action['actions'][0])}")
+
+    def on_episode_end(self) -> None:
+        self.events.append("end")
+
+
+def test_episodes_run_until_the_environment_is_done_and_subscribers_see_every_step():
+    env, policy, recorder = CountdownEnvironment(length=2), PlusOnePolicy(), RecordingSubscriber()
+    runtime.Runtime(env, policy_agent.PolicyAgent(policy), [recorder], num_episodes=2).run()
+    assert recorder.events == ["start", "step 0->1", "step 1->2", "end"] * 2
+    assert env.events == ["reset"] * 3  # before each episode and once at the end
+    assert policy.resets == 2
+
+
+def test_max_episode_steps_caps_an_endless_episode():
+    env = CountdownEnvironment(length=None)
+    runtime.Runtime(env, policy_agent.PolicyAgent(PlusOnePolicy()), [], max_episode_steps=5).run()
+    assert env.all_actions == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_steps_are_spaced_by_at_least_the_max_hz_period():
+    env = CountdownEnvironment(length=4)
+    runtime.Runtime(env, policy_agent.PolicyAgent(PlusOnePolicy()), [], max_hz=50).run()
+    gaps = np.diff(env.step_times)
+    assert len(gaps) == 3
+    assert (gaps >= 0.02 - 1e-3).all()
+
+
+def test_run_in_new_thread_returns_the_running_thread():
+    env = CountdownEnvironment(length=3)
+    thread = runtime.Runtime(env, policy_agent.PolicyAgent(PlusOnePolicy()), []).run_in_new_thread()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert env.all_actions == [1.0, 2.0, 3.0]
+
+
+def test_negative_max_hz_is_refused():
+    with pytest.raises(ValueError, match="max_hz"):
+        runtime.Runtime(CountdownEnvironment(length=1), policy_agent.PolicyAgent(PlusOnePolicy()), [], max_hz=-1)
