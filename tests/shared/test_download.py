@@ -3,6 +3,7 @@
 import collections
 from collections.abc import Iterator
 import http.server
+import json
 import os
 import pathlib
 import re
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 
 import boto3
@@ -28,7 +30,10 @@ _DOWNLOAD_IN_SUBPROCESS = (
 
 
 class _FileServer(http.server.ThreadingHTTPServer):
-    """Serves in-memory files; can fail GETs, or stall a GET after some bytes until `release` is set."""
+    """Serves in-memory files over plain HTTP and a GCS JSON-API subset (for gs:// via STORAGE_EMULATOR_HOST).
+
+    GETs of a path can be made to fail with 503 a number of times, or to stall after some bytes until `release`.
+    """
 
     daemon_threads = True
 
@@ -37,7 +42,7 @@ class _FileServer(http.server.ThreadingHTTPServer):
         self.files: dict[str, bytes] = {}
         self.failures_left: collections.Counter[str] = collections.Counter()
         self.gets: collections.Counter[str] = collections.Counter()
-        self.stall_after_bytes: int | None = None
+        self.stall_after_bytes: dict[str, int] = {}  # path -> bytes sent before the GET stalls
         self.stalled = threading.Event()
         self.release = threading.Event()
 
@@ -60,14 +65,20 @@ class _FileHandler(http.server.BaseHTTPRequestHandler):
         self._respond(send_body=True)
 
     def _respond(self, send_body: bool) -> None:
-        data = self.server.files.get(self.path)
+        url = urllib.parse.urlsplit(self.path)
+        if url.path.startswith("/storage/v1/b/"):
+            self._gcs_metadata(url)
+            return
+        # GCS media downloads map onto the plain files: /download/storage/v1/b/<bucket>/o/<quoted key>.
+        path = self._gcs_media_path(url) if url.path.startswith("/download/storage/v1/b/") else self.path
+        data = self.server.files.get(path)
         if data is None:
             self.send_error(404)
             return
         if send_body:
-            self.server.gets[self.path] += 1
-            if self.server.failures_left[self.path] > 0:
-                self.server.failures_left[self.path] -= 1
+            self.server.gets[path] += 1
+            if self.server.failures_left[path] > 0:
+                self.server.failures_left[path] -= 1
                 self.send_error(503)
                 return
         self.send_response(200)
@@ -75,7 +86,7 @@ class _FileHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if not send_body:
             return
-        stall_at = self.server.stall_after_bytes
+        stall_at = self.server.stall_after_bytes.get(path)
         if stall_at is None:
             self.wfile.write(data)
             return
@@ -84,6 +95,55 @@ class _FileHandler(http.server.BaseHTTPRequestHandler):
         self.server.stalled.set()
         self.server.release.wait()
         self.wfile.write(data[stall_at:])
+
+    def _gcs_media_path(self, url: urllib.parse.SplitResult) -> str:
+        bucket, _, key = url.path.removeprefix("/download/storage/v1/b/").partition("/o/")
+        return f"/{bucket}/{urllib.parse.unquote(key)}"
+
+    def _gcs_metadata(self, url: urllib.parse.SplitResult) -> None:
+        """The slice of the GCS JSON API that gcsfs uses to stat and list objects."""
+        bucket, _, key = url.path.removeprefix("/storage/v1/b/").partition("/o")
+        objects = {
+            path.removeprefix(f"/{bucket}/"): data
+            for path, data in self.server.files.items()
+            if path.startswith(f"/{bucket}/")
+        }
+
+        def describe(name: str) -> dict[str, str]:
+            return {
+                "kind": "storage#object",
+                "bucket": bucket,
+                "name": name,
+                "size": str(len(objects[name])),
+                "generation": "1",
+                "updated": "2025-01-01T00:00:00.000Z",
+            }
+
+        if key.startswith("/"):
+            name = urllib.parse.unquote(key[1:])
+            body = describe(name) if name in objects else None
+        else:
+            query = urllib.parse.parse_qs(url.query)
+            prefix, delimiter = query.get("prefix", [""])[0], query.get("delimiter", [""])[0]
+            items, prefixes = [], set()
+            for name in sorted(objects):
+                if not name.startswith(prefix):
+                    continue
+                rest = name[len(prefix) :]
+                if delimiter and delimiter in rest:
+                    prefixes.add(prefix + rest.split(delimiter)[0] + delimiter)
+                else:
+                    items.append(describe(name))
+            body = {"kind": "storage#objects", "items": items, "prefixes": sorted(prefixes)}
+        if body is None:
+            self.send_error(404)
+            return
+        encoded = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(encoded)))
+        self.end_headers()
+        self.wfile.write(encoded)
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -151,10 +211,13 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path, reques
         "AWS_SECRET_ACCESS_KEY",
         "AWS_SESSION_TOKEN",
         "AWS_PROFILE",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "STORAGE_EMULATOR_HOST",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "no-gcloud-config"))
     if "s3_endpoint" in request.fixturenames:
         monkeypatch.setenv("AWS_ENDPOINT_URL_S3", request.getfixturevalue("s3_endpoint"))
 
@@ -173,6 +236,11 @@ def _cut_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _tree_bytes(root: pathlib.Path) -> dict[str, bytes]:
     return {path.relative_to(root).as_posix(): path.read_bytes() for path in root.rglob("*") if path.is_file()}
+
+
+def _staged_files(local: pathlib.Path) -> list[pathlib.Path]:
+    """Files an unfinished download of `local` has completed so far."""
+    return [path for path in local.parent.glob(f".{local.name}.partial-*/tree/**/*") if path.is_file()]
 
 
 def _start_download(url: str, stderr_path: pathlib.Path) -> subprocess.Popen:
@@ -406,7 +474,7 @@ def test_download_killed_mid_transfer_leaves_no_complete_entry_and_retry_succeed
 ):
     payload = os.urandom(3 << 20)
     http_files.files["/ckpt/weights.bin"] = payload
-    http_files.stall_after_bytes = len(payload) // 2
+    http_files.stall_after_bytes["/ckpt/weights.bin"] = len(payload) // 2
     url = http_files.url("/ckpt/weights.bin")
 
     process = _start_download(url, tmp_path / "stderr.txt")
@@ -417,7 +485,7 @@ def test_download_killed_mid_transfer_leaves_no_complete_entry_and_retry_succeed
     finally:
         process.kill()
         process.wait(_SUBPROCESS_TIMEOUT_S)
-    http_files.stall_after_bytes = None
+    http_files.stall_after_bytes.clear()
     http_files.release.set()
 
     assert not local.exists()
@@ -438,7 +506,7 @@ def test_download_killed_mid_transfer_leaves_no_complete_entry_and_retry_succeed
 def test_concurrent_downloaders_share_one_transfer(http_files: _FileServer, tmp_path: pathlib.Path):
     payload = os.urandom(1 << 20)
     http_files.files["/shared/model.bin"] = payload
-    http_files.stall_after_bytes = 1000
+    http_files.stall_after_bytes["/shared/model.bin"] = 1000
     url = http_files.url("/shared/model.bin")
 
     stderr_paths = [tmp_path / "stderr-0.txt", tmp_path / "stderr-1.txt"]
@@ -462,3 +530,45 @@ def test_concurrent_downloaders_share_one_transfer(http_files: _FileServer, tmp_
     assert len(local_paths) == 1
     assert local_paths.pop().read_bytes() == payload
     assert http_files.gets["/shared/model.bin"] == 1
+
+
+def test_gs_file_downloads_anonymously(
+    http_files: _FileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", http_files.url(""))
+    http_files.files["/big_vision/paligemma_tokenizer.model"] = os.urandom(200_000)
+
+    local = download.maybe_download("gs://big_vision/paligemma_tokenizer.model")
+
+    assert local == (tmp_path / "cache" / "big_vision" / "paligemma_tokenizer.model").resolve()
+    assert local.read_bytes() == http_files.files["/big_vision/paligemma_tokenizer.model"]
+
+
+@pytest.mark.slow
+def test_killed_directory_download_resumes_without_refetching_finished_files(
+    http_files: _FileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", http_files.url(""))
+    reference = _tree_bytes(REFERENCE_CKPT / "params")
+    for rel, data in reference.items():
+        http_files.files[f"/openpi-assets/checkpoints/pi0_tiny/params/{rel}"] = data
+    largest = max(reference, key=lambda rel: len(reference[rel]))
+    stalled_path = f"/openpi-assets/checkpoints/pi0_tiny/params/{largest}"
+    http_files.stall_after_bytes[stalled_path] = len(reference[largest]) // 2
+    url = "gs://openpi-assets/checkpoints/pi0_tiny/params"
+    local = tmp_path / "cache" / "openpi-assets" / "checkpoints" / "pi0_tiny" / "params"
+
+    process = _start_download(url, tmp_path / "stderr.txt")
+    try:
+        _wait_for(http_files.stalled.is_set, "the largest file to stall half way")
+        _wait_for(lambda: len(_staged_files(local)) == len(reference) - 1, "every other file to finish")
+    finally:
+        process.kill()
+        process.wait(_SUBPROCESS_TIMEOUT_S)
+    http_files.stall_after_bytes.clear()
+    http_files.release.set()
+    assert not local.exists()
+
+    assert _tree_bytes(download.maybe_download(url)) == reference
+    refetched = {path for path, count in http_files.gets.items() if count > 1}
+    assert refetched == {stalled_path}

@@ -217,11 +217,22 @@ def _filesystem(url: str, scheme: str, kwargs: dict[str, Any]) -> tuple[fsspec.A
         options.update(per_protocol)
     options.update({key: value for key, value in kwargs.items() if key != scheme})
     try:
-        fs = fsspec.filesystem(scheme, **options)
+        fs = _filesystem_class(scheme)(**options)
     except (ValueError, ImportError) as err:
         raise ValueError(f"url: unsupported scheme {scheme!r} in {url!r} ({err})") from err
     fs.invalidate_cache()  # filesystem instances are shared; never trust a listing from an earlier call
     return fs, type(fs)._strip_protocol(url)
+
+
+def _filesystem_class(scheme: str) -> type[fsspec.AbstractFileSystem]:
+    if scheme in ("gs", "gcs"):
+        # gcsfs now defaults to a subclass that first asks a gRPC control API for the bucket layout, which can
+        # stall for a minute where that API is unreachable; the plain JSON-API filesystem is all public
+        # buckets need.
+        import gcsfs.core
+
+        return gcsfs.core.GCSFileSystem
+    return fsspec.get_filesystem_class(scheme)
 
 
 def _default_options(scheme: str) -> dict[str, Any]:
