@@ -34,6 +34,7 @@ Writing (`codebase_version` "v2.1" or "v3.0"; videos in mp4, H.264 via libx264 o
 """
 
 from collections.abc import Callable, Sequence
+import concurrent.futures
 from pathlib import Path
 from typing import Any
 
@@ -177,25 +178,33 @@ class LeRobotDataset:
         self._loaded = True
 
     def _read_columns(self, lengths: np.ndarray) -> dict[str, np.ndarray | columns_lib.ImageColumn]:
+        """Non-video columns of the selected episodes, in episode order, read from their files in parallel."""
         features = self.meta.features
         wanted = [k for k, ft in features.items() if ft["dtype"] != "video"]
-        pieces: list[pa.Table] = []
-        tables: dict[Path, pa.Table] = {}
+        files: dict[Path, list[tuple[int, int]]] = {}
         for episode, length in zip(self._selected, lengths, strict=True):
-            path = self.meta.data_file(episode)
-            if path not in tables:
-                if not path.is_file():
-                    raise FileNotFoundError(f"episode {episode}: data file missing: {path}")
-                table = pq.read_table(path, memory_map=True)
-                absent = [k for k in wanted if k not in table.column_names]
-                if absent:
-                    raise ValueError(f"{path}: lacks columns {absent} declared in {fmt.INFO_PATH} features")
-                tables = {path: table.select(wanted)}  # episodes are grouped by file: keep one table at a time
-            table = tables[path]
-            rows = np.flatnonzero(table.column("episode_index").to_numpy() == episode)
-            if len(rows) != length:
-                raise ValueError(f"{path}: episode {episode} has {len(rows)} frames, metadata says {length}")
-            pieces.append(table.take(rows))
+            files.setdefault(self.meta.data_file(episode), []).append((episode, int(length)))
+        for path, episodes in files.items():
+            if not path.is_file():
+                raise FileNotFoundError(f"episode {episodes[0][0]}: data file missing: {path}")
+
+        def read(path: Path) -> pa.Table:
+            table = pq.read_table(path, memory_map=True)
+            absent = [k for k in wanted if k not in table.column_names]
+            if absent:
+                raise ValueError(f"{path}: lacks columns {absent} declared in {fmt.INFO_PATH} features")
+            episode_of_row = table.column("episode_index").to_numpy()
+            order = np.argsort(episode_of_row, kind="stable")  # rows grouped by episode, file order kept within
+            bounds = np.searchsorted(episode_of_row[order], [e for e, _ in files[path]], side="left")
+            ends = np.searchsorted(episode_of_row[order], [e for e, _ in files[path]], side="right")
+            for (episode, length), begin, end in zip(files[path], bounds, ends, strict=True):
+                if end - begin != length:
+                    raise ValueError(f"{path}: episode {episode} has {end - begin} frames, metadata says {length}")
+            rows = np.concatenate([order[begin:end] for begin, end in zip(bounds, ends, strict=True)])
+            return table.select(wanted).take(rows)
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, max(1, len(files)))) as pool:
+            pieces = list(pool.map(read, files))
         if not pieces:
             return {k: np.zeros((0, *fmt.feature_shape(features[k]))) for k in wanted}
         combined = pa.concat_tables(pieces, promote_options="permissive")
@@ -255,7 +264,7 @@ class LeRobotDataset:
             hwc = self._decoder.frames_at(self.meta.video_file(episode, key), timestamps, self.tolerance_s)
         else:
             hwc = np.stack([self._columns[key].hwc_uint8(int(p)) for p in positions])
-        chw = hwc.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        chw = np.multiply(hwc.transpose(0, 3, 1, 2), np.float32(1 / 255), dtype=np.float32)
         if self.image_transforms is not None:
             chw = np.stack([self.image_transforms(image) for image in chw])
         return chw
