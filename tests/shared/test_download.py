@@ -374,6 +374,13 @@ def test_missing_s3_object_raises_file_not_found_naming_the_url(public_checkpoin
         download.maybe_download(url)
 
 
+@pytest.mark.usefixtures("s3_endpoint")
+def test_missing_s3_bucket_raises_file_not_found_without_retrying():
+    url = "s3://no-such-bucket-anywhere/checkpoints/params"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{url}: no such remote file")):
+        download.maybe_download(url)
+
+
 def test_missing_http_file_raises_file_not_found_naming_the_url(http_files: _FileServer):
     url = http_files.url("/missing.model")
     with pytest.raises(FileNotFoundError, match=re.escape(f"{url}: no such remote file")):

@@ -328,16 +328,25 @@ def _with_retries(what: str, fn: Callable[..., _T], *args: Any) -> _T:
 
 def _is_transient(err: BaseException) -> bool:
     """Network trouble and server-side errors are worth another attempt; missing objects and bad requests are not."""
+    status = _http_status(err)
+    if status is not None:
+        return status >= 500 or status in (408, 429)
     if isinstance(err, FileNotFoundError):
         # fsspec's http store reports any failed probe, even a refused connection, as "not found".
         cause = err.__cause__
         return cause is not None and not isinstance(cause, FileNotFoundError) and _is_transient(cause)
-    if isinstance(err, _NOT_RETRYABLE):
-        return False
+    return not isinstance(err, _NOT_RETRYABLE)
+
+
+def _http_status(err: BaseException) -> int | None:
+    """The HTTP status behind an error, from aiohttp (`status`) or botocore (`response`), or from its cause."""
     status = getattr(err, "status", None)
     if isinstance(status, int):
-        return status >= 500 or status in (408, 429)
-    return isinstance(err, OSError) or err.__cause__ is None or _is_transient(err.__cause__)
+        return status
+    response = getattr(err, "response", None)
+    if isinstance(response, dict) and isinstance(response.get("ResponseMetadata", {}).get("HTTPStatusCode"), int):
+        return response["ResponseMetadata"]["HTTPStatusCode"]
+    return None
 
 
 def _describe(err: BaseException) -> str:
