@@ -1,7 +1,10 @@
 """Round trips through our LeRobot writer and reader (v2.1 and v3.0), delta timestamps, and clear errors."""
 
 import json
+import os
 from pathlib import Path
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -231,6 +234,17 @@ def _one_frame_dataset(root: Path, version: str = "v2.1") -> None:
 def test_missing_info_json_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"meta/info\.json.*local_files_only"):
         LeRobotDataset("test/absent", root=tmp_path / "absent", local_files_only=True)
+
+
+def test_absent_dataset_goes_through_the_hub_download_and_fails_clearly_offline(tmp_path):
+    script = "from openpi.training.lerobot_dataset import LeRobotDataset; LeRobotDataset('nobody/absent', root=__import__('sys').argv[1])"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "ds")], env=env, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "nobody/absent: not at" in result.stderr
+    assert "not downloadable from the Hugging Face Hub" in result.stderr
 
 
 def test_unknown_codebase_version_is_rejected(tmp_path):

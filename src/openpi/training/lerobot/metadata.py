@@ -28,7 +28,12 @@ def fetch_if_missing(repo_id: str, root: Path, revision: str | None, local_files
     from huggingface_hub import snapshot_download  # imported here: only the download path needs it
 
     logger.info("Downloading dataset %s to %s", repo_id, root)
-    snapshot_download(repo_id, repo_type="dataset", revision=revision, local_dir=root)
+    try:
+        snapshot_download(repo_id, repo_type="dataset", revision=revision, local_dir=root)
+    except Exception as e:  # network, auth, missing repo or offline mode: all mean "no dataset here"
+        raise FileNotFoundError(
+            f"{repo_id}: not at {root} and not downloadable from the Hugging Face Hub ({type(e).__name__}: {e})"
+        ) from e
     if not (root / fmt.INFO_PATH).is_file():
         raise FileNotFoundError(f"{repo_id}: downloaded snapshot at {root} has no {fmt.INFO_PATH}")
 
