@@ -217,6 +217,35 @@ def test_default_root_is_under_hf_lerobot_home(tmp_path, monkeypatch):
     assert len(writer) == 1  # the writing handle reads what it saved
 
 
+def test_av1_video_and_string_features_round_trip(tmp_path):
+    features = {
+        "observation.images.top": FEATURES["observation.images.top"],
+        "language": {"dtype": "string", "shape": (1,), "names": None},
+    }
+    writer = LeRobotDataset.create("test/av1", fps=FPS, features=features, root=tmp_path / "ds", vcodec="av1")
+    for frame in range(4):
+        writer.add_frame({"observation.images.top": smooth_frame(frame, 0), "language": f"say {frame}", "task": "t"})
+    writer.save_episode()
+    writer.finalize()
+    dataset = LeRobotDataset("test/av1", root=tmp_path / "ds", local_files_only=True)
+    assert dataset.meta.features["observation.images.top"]["info"]["video.codec"] == "av1"
+    assert dataset[2]["language"] == "say 2"
+    error = np.abs(dataset[3]["observation.images.top"] - smooth_frame(3, 0).transpose(2, 0, 1) / 255.0)
+    assert error.mean() <= VIDEO_MEAN_ABS_ERROR
+
+
+def test_image_transforms_apply_to_every_camera_frame(written):
+    _, root = written
+
+    def flip(chw: np.ndarray) -> np.ndarray:
+        return chw[:, ::-1, :]
+
+    plain = LeRobotDataset("test/roundtrip", root=root, local_files_only=True)[7]
+    flipped = LeRobotDataset("test/roundtrip", root=root, image_transforms=flip, local_files_only=True)[7]
+    for key in ["observation.images.top", "observation.images.png"]:
+        np.testing.assert_array_equal(flipped[key], plain[key][:, ::-1, :])
+
+
 def _one_frame_dataset(root: Path, version: str = "v2.1") -> None:
     dataset = LeRobotDataset.create(
         "test/bad",

@@ -282,8 +282,8 @@ class LeRobotDataset:
         start, stop = int(self._episode_from[slot]), int(self._episode_to[slot])
         item: dict[str, Any] = {}
         for key, column in self._columns.items():
-            if not isinstance(column, columns_lib.ImageColumn):
-                item[key] = np.array(column[idx])
+            if isinstance(column, np.ndarray):
+                item[key] = column[idx] if column.dtype == object else np.array(column[idx])
         stacked: dict[str, np.ndarray] = {}
         for key, deltas in (self._delta_indices or {}).items():
             wanted = idx + deltas

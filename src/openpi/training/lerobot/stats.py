@@ -46,13 +46,9 @@ class ImageStats:
     def result(self) -> dict[str, np.ndarray]:
         mean = self._sum / self._pixels
         std = np.sqrt(np.maximum(self._sum_sq / self._pixels - mean**2, 0.0))
-        as_chw = lambda v: v.reshape(-1, 1, 1)  # noqa: E731
-        return {
-            "min": as_chw(self._min),
-            "max": as_chw(self._max),
-            "mean": as_chw(mean),
-            "std": as_chw(std),
-            "count": np.array([self._frames]),
+        per_channel = {"min": self._min, "max": self._max, "mean": mean, "std": std}
+        return {name: value.reshape(-1, 1, 1) for name, value in per_channel.items()} | {
+            "count": np.array([self._frames])
         }
 
 
