@@ -1,0 +1,120 @@
+"""Tests for openpi.policies.policy: Policy.infer / infer_batch semantics and PolicyRecorder files.
+
+(They live here because tests/policies/ belongs to the robot-transforms work; they test src/openpi/policies/policy.py.)
+"""
+
+from __future__ import annotations
+
+import flax.nnx as nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from openpi.models import model as _model
+from openpi.policies import policy as _policy
+
+STATE_DIM, HORIZON, ACTION_DIM = 3, 4, 2
+
+
+class LinearModel(_model.BaseModel):
+    """A deterministic model at the BaseModel interface: actions = W·state + mean(base image) + offset."""
+
+    def __init__(self) -> None:
+        super().__init__(action_dim=ACTION_DIM, action_horizon=HORIZON, max_token_len=4)
+        self.proj = nnx.Linear(STATE_DIM, HORIZON * ACTION_DIM, rngs=nnx.Rngs(0))
+
+    def _predict(self, observation: _model.Observation, offset: float) -> jax.Array:
+        batch = observation.state.shape[0]
+        image_mean = observation.images["base_0_rgb"].reshape(batch, -1).mean(axis=1)
+        flat = self.proj(observation.state) + image_mean[:, None] + offset
+        return flat.reshape(batch, HORIZON, ACTION_DIM)
+
+    def compute_loss(self, rng, observation, actions, *, train=False):
+        return jnp.mean(jnp.square(self._predict(observation, 0.0) - actions), axis=-1)
+
+    def sample_actions(self, rng, observation, *, offset: float = 0.0):
+        return self._predict(observation, offset)
+
+
+def _obs(value: float, state_dim: int = STATE_DIM) -> dict:
+    return {
+        "image": {"base_0_rgb": np.full((4, 4, 3), value, np.float32)},
+        "image_mask": {"base_0_rgb": np.True_},
+        "state": np.arange(state_dim, dtype=np.float32) * value,
+        "prompt": "unused",
+    }
+
+
+def _drop_prompt(data: dict) -> dict:
+    del data["prompt"]
+    return data
+
+
+def _first_action_dim(data: dict) -> dict:
+    return {**data, "actions": data["actions"][:, :1]}
+
+
+@pytest.fixture
+def policy() -> _policy.Policy:
+    return _policy.Policy(
+        LinearModel(),
+        transforms=[_drop_prompt],
+        output_transforms=[_first_action_dim],
+        sample_kwargs={"offset": 10.0},
+        metadata={"robot": "toy"},
+    )
+
+
+def _expected_actions(obs: dict) -> np.ndarray:
+    model = LinearModel()
+    flat = np.asarray(model.proj(jnp.asarray(obs["state"])[None]))[0] + obs["image"]["base_0_rgb"].mean() + 10.0
+    return flat.reshape(HORIZON, ACTION_DIM)[:, :1]
+
+
+def test_infer_applies_transforms_model_and_sample_kwargs_and_adds_timing(policy):
+    obs = _obs(0.5)
+    result = policy.infer(obs)
+    np.testing.assert_allclose(result["actions"], _expected_actions(obs), rtol=1e-6)
+    np.testing.assert_array_equal(result["state"], obs["state"])
+    assert set(result["policy_timing"]) == {"infer_ms"}
+    assert result["policy_timing"]["infer_ms"] > 0
+    assert "prompt" in obs  # the caller's dict is untouched by the transforms
+    assert policy.metadata == {"robot": "toy"}
+
+
+def test_infer_batch_matches_infer_for_each_observation_in_order(policy):
+    observations = [_obs(value) for value in (0.1, 0.2, 0.3)]  # 3 rows: padded to 4 inside, trimmed back
+    results = policy.infer_batch(observations)
+    assert len(results) == 3
+    for obs, result in zip(observations, results, strict=True):
+        np.testing.assert_allclose(result["actions"], policy.infer(obs)["actions"], rtol=1e-6)
+        np.testing.assert_array_equal(result["state"], obs["state"])
+
+
+def test_infer_batch_runs_differently_shaped_observations_in_separate_calls(policy):
+    small, large = _obs(1.0), _obs(2.0)
+    large["image"]["base_0_rgb"] = np.full((6, 6, 3), 2.0, np.float32)  # cannot be stacked with 4x4 images
+    results = policy.infer_batch([small, large, _obs(3.0)])
+    for obs, result in zip([small, large, _obs(3.0)], results, strict=True):
+        np.testing.assert_allclose(result["actions"], _expected_actions(obs), rtol=1e-6)
+
+
+def test_infer_batch_raises_on_an_observation_the_transforms_reject(policy):
+    broken = _obs(1.0)
+    del broken["prompt"]
+    with pytest.raises(KeyError, match="prompt"):
+        policy.infer_batch([_obs(1.0), broken])
+
+
+def test_recorder_writes_each_step_inputs_and_outputs_atomically(policy, tmp_path):
+    recorder = _policy.PolicyRecorder(policy, tmp_path / "records")
+    first = recorder.infer(_obs(1.0))
+    recorder.infer(_obs(2.0))
+    assert sorted(p.name for p in (tmp_path / "records").iterdir()) == ["step_0.npz", "step_1.npz"]
+    with np.load(tmp_path / "records" / "step_0.npz") as saved:
+        np.testing.assert_array_equal(saved["inputs/state"], _obs(1.0)["state"])
+        np.testing.assert_array_equal(saved["outputs/actions"], first["actions"])
+        assert str(saved["inputs/prompt"]) == "unused"
+        assert "outputs/policy_timing/infer_ms" in saved
+    assert recorder.metadata == {"robot": "toy"}
