@@ -1,0 +1,217 @@
+"""Benchmark of the policy server: per-request overhead, responsiveness during inference, batching throughput.
+
+uv run bench/bench_serving.py [--policy trivial|simulated|pi0-dummy] [--requests 200] [--clients 8]
+
+- overhead: median round trip through client + server + websocket on localhost minus a direct `policy.infer`,
+  for a state-only and a robot-sized observation (3 cameras 224x224 uint8, state 32) and a 50x32 action chunk,
+  next to the floor: a bare websockets server answering frames of the same size.
+- responsiveness: latency of `GET /healthz`, `GET /metrics` and a new connection's metadata while a 1 s
+  inference is in flight.
+- throughput: `--clients` concurrent clients, server batching (max batch = clients) vs one at a time
+  (max batch 1). `trivial` answers at once; `simulated` costs 20 ms + 2 ms per observation per call (like an
+  accelerator, where a batch costs little more than one); `pi0-dummy` is a real pi0 with the dummy Gemma variants
+  (full SigLIP), the one to run on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import statistics
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import websockets.asyncio.server as ws_server
+import websockets.sync.client as ws_client
+
+from openpi.serving import websocket_policy_server
+from openpi_client import base_policy
+from openpi_client import msgpack_numpy
+from openpi_client import websocket_client_policy
+
+IMAGE_KEYS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
+
+
+def robot_observation(seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "image": {key: rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for key in IMAGE_KEYS},
+        "image_mask": dict.fromkeys(IMAGE_KEYS, np.True_),
+        "state": rng.normal(size=32).astype(np.float32),
+        "tokenized_prompt": np.zeros(48, np.int32),
+        "tokenized_prompt_mask": np.zeros(48, bool),
+    }
+
+
+class TrivialPolicy(base_policy.BasePolicy):
+    """Answers a constant 50x32 chunk at once: what remains is the serving overhead."""
+
+    def __init__(self, call_ms: float = 0.0, row_ms: float = 0.0) -> None:
+        self._call_s, self._row_s = call_ms / 1000, row_ms / 1000
+        self._actions = np.zeros((50, 32), np.float32)
+
+    def infer(self, obs: dict) -> dict:
+        return self.infer_batch([obs])[0]
+
+    def infer_batch(self, observations: list[dict]) -> list[dict]:
+        if self._call_s or self._row_s:
+            time.sleep(self._call_s + self._row_s * len(observations))
+        return [{"actions": self._actions, "state": obs["state"]} for obs in observations]
+
+
+def make_policy(name: str) -> base_policy.BasePolicy:
+    """The policy to benchmark; add model-backed policies here."""
+    if name == "trivial":
+        return TrivialPolicy()
+    if name == "simulated":
+        return TrivialPolicy(call_ms=20.0, row_ms=2.0)
+    if name == "pi0-dummy":
+        import jax
+
+        from openpi.models import pi0
+        from openpi.policies import policy as _policy
+
+        model = pi0.Pi0Config(paligemma_variant="dummy", action_expert_variant="dummy").create(jax.random.key(0))
+        return _policy.Policy(model)
+    raise ValueError(f"--policy: expected trivial, simulated or pi0-dummy, got {name!r}")
+
+
+def start_server(policy: base_policy.BasePolicy, **kwargs) -> tuple[websocket_policy_server.WebsocketPolicyServer, int]:
+    server = websocket_policy_server.WebsocketPolicyServer(policy, host="127.0.0.1", port=0, **kwargs)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.wait_started()
+
+
+def percentiles_ms(samples_s: list[float]) -> str:
+    ms = np.asarray(samples_s) * 1000
+    return f"median {np.median(ms):7.3f} ms   p90 {np.percentile(ms, 90):7.3f} ms"
+
+
+def _median_round_trip_s(infer, obs: dict, requests: int) -> list[float]:
+    for _ in range(3):
+        infer(obs)  # warm up (compiles a model)
+    samples = []
+    for _ in range(requests):
+        start = time.perf_counter()
+        infer(obs)
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def bench_overhead(policy: base_policy.BasePolicy, requests: int) -> None:
+    server, port = start_server(policy)
+    client = websocket_client_policy.WebsocketClientPolicy("127.0.0.1", port)
+    small = {"state": np.zeros(32, np.float32), "prompt": "pick up the cube"}
+    for label, obs in (("state only (150 B)", small), ("3 cameras 224x224 + state (450 kB)", robot_observation())):
+        direct = _median_round_trip_s(policy.infer, obs, requests)
+        served = _median_round_trip_s(client.infer, obs, requests)
+        overhead_ms = (statistics.median(served) - statistics.median(direct)) * 1000
+        print(f"[{label}]")
+        print(f"  direct policy.infer       {percentiles_ms(direct)}")
+        print(f"  through the server        {percentiles_ms(served)}")
+        print(f"  server overhead (median)  {overhead_ms:7.3f} ms per request  (target <= 2 ms on CPU, trivial policy)")
+        echo = _raw_websocket_echo_s(len(msgpack_numpy.Packer().pack(obs)), requests)
+        print(f"  floor: bare websockets round trip of the same frame size: {percentiles_ms(echo)}")
+    client.close()
+    server.shutdown()
+
+
+def _raw_websocket_echo_s(frame_bytes: int, requests: int) -> list[float]:
+    """A websockets server answering each frame with 2 bytes: the transport cost any server on this stack pays."""
+
+    async def handler(connection: ws_server.ServerConnection) -> None:
+        async for _ in connection:
+            await connection.send(b"ok")
+
+    ready: concurrent.futures.Future[int] = concurrent.futures.Future()
+    stop: list[asyncio.Event] = []
+
+    async def serve() -> None:
+        stop.append(asyncio.Event())
+        async with ws_server.serve(handler, "127.0.0.1", 0, compression=None, max_size=None) as server:
+            ready.set_result(server.sockets[0].getsockname()[1])
+            await stop[0].wait()
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    payload = bytes(frame_bytes)
+    with ws_client.connect(f"ws://127.0.0.1:{ready.result(10)}", compression=None, max_size=None) as connection:
+        samples = _median_round_trip_s(lambda frame: (connection.send(frame), connection.recv()), payload, requests)
+    loop.call_soon_threadsafe(stop[0].set)
+    thread.join(10)
+    return samples
+
+
+def bench_responsiveness() -> None:
+    server, port = start_server(TrivialPolicy(call_ms=1000.0))
+    busy = websocket_client_policy.WebsocketClientPolicy("127.0.0.1", port)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(busy.infer, robot_observation())
+        time.sleep(0.2)  # the 1 s inference is now running
+        timings = {}
+        for path in ("/healthz", "/metrics"):
+            start = time.perf_counter()
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10).read()
+            timings[path] = time.perf_counter() - start
+        start = time.perf_counter()
+        newcomer = websocket_client_policy.WebsocketClientPolicy("127.0.0.1", port)
+        timings["metadata of a new connection"] = time.perf_counter() - start
+        still_running = not pending.done()
+        pending.result()
+    newcomer.close()
+    busy.close()
+    server.shutdown()
+    for name, seconds in timings.items():
+        print(f"during a 1 s inference: {name:<30} {seconds * 1000:7.2f} ms (target <= 50 ms)")
+    print(f"inference still running while measured: {still_running}")
+
+
+def bench_throughput(policy: base_policy.BasePolicy, clients: int, requests: int) -> None:
+    observations = [robot_observation(seed) for seed in range(clients)]
+    for label, max_batch_size in (("batching", clients), ("one at a time", 1)):
+        server, port = start_server(policy, max_batch_size=max_batch_size, max_wait_ms=5.0)
+        connections = [websocket_client_policy.WebsocketClientPolicy("127.0.0.1", port) for _ in range(clients)]
+        for connection, obs in zip(connections, observations, strict=True):
+            connection.infer(obs)  # warm up
+
+        start = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+            list(pool.map(_run_requests, connections, observations, [requests] * clients))
+        elapsed = time.perf_counter() - start
+        for connection in connections:
+            connection.close()
+        server.shutdown()
+        mean_batch = server.metrics.batch_size.total / max(1, server.metrics.batch_size.count)
+        print(
+            f"{clients} clients x {requests} requests, {label:<13}: {clients * requests / elapsed:8.1f} requests/s"
+            f"   mean batch {mean_batch:4.2f}"
+        )
+
+
+def _run_requests(client: websocket_client_policy.WebsocketClientPolicy, obs: dict, requests: int) -> None:
+    for _ in range(requests):
+        client.infer(obs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy", default="trivial", help="trivial, simulated or pi0-dummy (for overhead)")
+    parser.add_argument("--throughput-policy", default="simulated", help="policy for the throughput comparison")
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=8)
+    args = parser.parse_args()
+
+    print(f"== per-request overhead ({args.policy} policy) ==")
+    bench_overhead(make_policy(args.policy), args.requests)
+    print("== responsiveness ==")
+    bench_responsiveness()
+    print(f"== throughput ({args.throughput_policy} policy) ==")
+    bench_throughput(make_policy(args.throughput_policy), args.clients, max(10, args.requests // 4))
+
+
+if __name__ == "__main__":
+    main()
