@@ -179,7 +179,13 @@ class WebsocketPolicyServer:
                 if prev_total_ms is not None:
                     timing["prev_total_ms"] = prev_total_ms
                 reply = msgpack_numpy.packb({**outcome.result, "server_timing": timing})
-            except (request_checks.BadRequestError, batching.InferenceError, ValueError, TypeError) as error:
+            except (
+                request_checks.BadRequestError,
+                batching.InferenceError,
+                ValueError,
+                TypeError,
+                OverflowError,
+            ) as error:
                 await self._fail(connection, error)
                 return
             await connection.send(reply)
