@@ -98,7 +98,8 @@ def test_lora_variants_add_adapters_only_to_lora_experts():
     assert "PaliGemma/llm/layers/attn/q_einsum/lora_a" in both
     assert "PaliGemma/llm/layers/mlp_1/gating_einsum_lora_b" in both
     lora_in_expert_only = {p for p in expert_only if "lora" in p}
-    assert lora_in_expert_only and all("_1" in p for p in lora_in_expert_only)
+    assert lora_in_expert_only
+    assert all("_1" in p for p in lora_in_expert_only)
 
 
 def test_lora_rank_and_shapes_follow_variant():
