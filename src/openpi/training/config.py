@@ -1,0 +1,653 @@
+"""Train configs: the data pipeline of each robot dataset and the named registry (`get_config`, `cli`)."""
+
+import abc
+from collections.abc import Callable, Sequence
+import dataclasses
+import difflib
+import logging
+import pathlib
+from typing import Any, Literal, TypeAlias
+
+import flax.nnx as nnx
+import tyro
+
+from openpi import transforms as _transforms
+from openpi.models import gemma
+from openpi.models import lora
+from openpi.models import model as _model
+from openpi.models import pi0
+from openpi.models import siglip
+from openpi.models import tokenizer as _tokenizer
+from openpi.policies import aloha_policy
+from openpi.policies import calvin_policy
+from openpi.policies import droid_policy
+from openpi.policies import libero_policy
+from openpi.policies import ur5_policy
+from openpi.shared import download as _download
+from openpi.shared import normalize as _normalize
+from openpi.training import debug_data
+from openpi.training import optimizer as _optimizer
+from openpi.training import weight_loaders
+
+logger = logging.getLogger(__name__)
+
+ModelType: TypeAlias = _model.ModelType
+# tyro cannot parse nnx filters; fields of this type are hidden from the CLI.
+Filter: TypeAlias = nnx.filterlib.Filter
+
+PI0_BASE_PARAMS = "s3://openpi-assets/checkpoints/pi0_base/params"
+PI0_BASE_ASSETS = "s3://openpi-assets/checkpoints/pi0_base/assets"
+
+
+@dataclasses.dataclass(frozen=True)
+class AssetsConfig:
+    """Where a data config finds its assets (norm stats): `<assets_dir>/<asset_id>/norm_stats.json`.
+
+    `assets_dir` defaults to the train config's assets dir (`<assets_base_dir>/<config name>`), `asset_id` to
+    the dataset's repo id. Pointing both at a base checkpoint reuses its stats, e.g.
+    `AssetsConfig(assets_dir="s3://openpi-assets/checkpoints/pi0_base/assets", asset_id="trossen")`.
+    The stats are copied into every training checkpoint under `assets/<asset_id>/`.
+    """
+
+    assets_dir: str | None = None
+    asset_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Everything the data loader and the policy need to turn dataset samples into model inputs."""
+
+    # LeRobot repo id; None (or "fake") trains on random data shaped like the model inputs.
+    repo_id: str | None = None
+    # Directory name of the norm stats inside the assets dir (and inside checkpoints' `assets/`).
+    asset_id: str | None = None
+    # Normalization stats; None disables normalization.
+    norm_stats: dict[str, _transforms.NormStats] | None = None
+
+    # Dataset keys → the keys the robot sends at inference time (training only).
+    repack_transforms: _transforms.Group = dataclasses.field(default_factory=_transforms.Group)
+    # Robot-specific transforms, applied before normalization (training and inference).
+    data_transforms: _transforms.Group = dataclasses.field(default_factory=_transforms.Group)
+    # Model-specific transforms (resize, tokenize, pad), applied after normalization.
+    model_transforms: _transforms.Group = dataclasses.field(default_factory=_transforms.Group)
+    # Quantile normalization ([q01, q99] → [-1, 1]) instead of z-score.
+    use_quantile_norm: bool = False
+
+    # Dataset keys stacked into chunks of `action_horizon` future rows.
+    action_sequence_keys: Sequence[str] = ("actions",)
+    # Take the prompt from the LeRobot task of each frame.
+    prompt_from_task: bool = False
+    # Never fetch the dataset from the Hugging Face hub.
+    local_files_only: bool = False
+    # Called before the dataset is opened; writes it if absent (generated datasets of the debug configs).
+    generate_dataset: Callable[[], Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelTransformFactory:
+    """Model transforms for pi0: default prompt, resize to the model's image size, tokenize, pad to action_dim."""
+
+    default_prompt: str | None = None
+    # "paligemma": the PaliGemma sentencepiece model (downloaded); "debug": the offline character tokenizer.
+    tokenizer: Literal["paligemma", "debug"] = "paligemma"
+
+    def __call__(self, model_config: _model.BaseModelConfig) -> _transforms.Group:
+        if model_config.model_type != ModelType.PI0:
+            raise ValueError(f"model.model_type: only pi0 has model transforms here, got {model_config.model_type}")
+        if self.tokenizer == "debug":
+            tokenizer = debug_data.make_tokenizer(model_config.max_token_len)
+        else:
+            tokenizer = _tokenizer.PaligemmaTokenizer(model_config.max_token_len)
+        height, width = getattr(model_config, "image_resolution", _model.IMAGE_RESOLUTION)
+        return _transforms.Group(
+            inputs=[
+                _transforms.InjectDefaultPrompt(self.default_prompt),
+                _transforms.ResizeImages(height, width),
+                _transforms.TokenizePrompt(tokenizer),
+                _transforms.PadStatesAndActions(model_config.action_dim),
+            ]
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfigFactory(abc.ABC):
+    """Builds a `DataConfig` for a model: `create(metadata_dir, model)`, where `metadata_dir` is the train
+    config's assets dir and `model` the model config (it has `action_dim`, `action_horizon`, `max_token_len`)."""
+
+    # The LeRobot repo id.
+    repo_id: str = tyro.MISSING
+    # Where the norm stats come from.
+    assets: AssetsConfig = dataclasses.field(default_factory=AssetsConfig)
+    # Fields of the resulting DataConfig that the factory does not set itself.
+    base_config: tyro.conf.Suppress[DataConfig | None] = None
+    # Prompt tokenizer of the model transforms (see ModelTransformFactory).
+    tokenizer: Literal["paligemma", "debug"] = "paligemma"
+
+    @abc.abstractmethod
+    def create(self, metadata_dir: pathlib.Path, model: _model.BaseModelConfig) -> DataConfig:
+        """Creates the data config."""
+
+    def create_base_config(self, metadata_dir: pathlib.Path, model: _model.BaseModelConfig | None = None) -> DataConfig:
+        """`base_config` with the repo id, asset id and the norm stats found under the assets dir."""
+        repo_id = None if self.repo_id is tyro.MISSING else self.repo_id
+        asset_id = self.assets.asset_id or repo_id
+        config = dataclasses.replace(
+            self.base_config or DataConfig(),
+            repo_id=repo_id,
+            asset_id=asset_id,
+            norm_stats=load_norm_stats(self.assets.assets_dir or metadata_dir, asset_id),
+        )
+        if model is not None:
+            config = dataclasses.replace(config, use_quantile_norm=model.model_type != ModelType.PI0)
+        return config
+
+    def model_transforms(self, model: _model.BaseModelConfig, default_prompt: str | None = None) -> _transforms.Group:
+        return ModelTransformFactory(default_prompt=default_prompt, tokenizer=self.tokenizer)(model)
+
+
+def load_norm_stats(assets_dir: str | pathlib.Path, asset_id: str | None) -> dict[str, _transforms.NormStats] | None:
+    """The norm stats in `<assets_dir>/<asset_id>` (local or remote), or None when there are none."""
+    if asset_id is None:
+        return None
+    location = f"{str(assets_dir).rstrip('/')}/{asset_id}"
+    try:
+        norm_stats = _normalize.load(_download.maybe_download(location))
+    except FileNotFoundError:
+        logger.info("No norm stats in %s", location)
+        return None
+    logger.info("Loaded norm stats from %s", location)
+    return norm_stats
+
+
+@dataclasses.dataclass(frozen=True)
+class FakeDataConfig(DataConfigFactory):
+    """Random inputs shaped like the model's (no dataset, no transforms)."""
+
+    repo_id: str = "fake"
+
+    def create(self, metadata_dir: pathlib.Path, model: _model.BaseModelConfig) -> DataConfig:
+        return DataConfig(repo_id=self.repo_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class SimpleDataConfig(DataConfigFactory):
+    """A dataset whose samples already have the robot's inference keys: only data + model transforms."""
+
+    # Builds the robot transforms for a model config.
+    data_transforms: tyro.conf.Suppress[Callable[[_model.BaseModelConfig], _transforms.Group]] = _transforms.Group
+    default_prompt: str | None = None
+
+    def create(self, metadata_dir: pathlib.Path, model: _model.BaseModelConfig) -> DataConfig:
+        return dataclasses.replace(
+            self.create_base_config(metadata_dir, model),
+            data_transforms=self.data_transforms(model),
+            model_transforms=self.model_transforms(model, self.default_prompt),
+        )
+
+
+def _delta_actions(group: _transforms.Group, mask: Sequence[bool]) -> _transforms.Group:
+    """Trains on actions relative to the current state on the masked dims (absolute again at inference)."""
+    return group.push(inputs=[_transforms.DeltaActions(mask)], outputs=[_transforms.AbsoluteActions(mask)])
+
+
+# ALOHA dataset keys → AlohaInputs keys, for datasets with only the top camera (e.g. the aloha_sim ones) ...
+ALOHA_TOP_CAMERA_REPACK = _transforms.Group(
+    inputs=[
+        _transforms.RepackTransform(
+            {"images": {"cam_high": "observation.images.top"}, "state": "observation.state", "actions": "action"}
+        )
+    ]
+)
+# ... and for datasets with the high and both wrist cameras.
+ALOHA_THREE_CAMERA_REPACK = _transforms.Group(
+    inputs=[
+        _transforms.RepackTransform(
+            {
+                "images": {
+                    "cam_high": "observation.images.cam_high",
+                    "cam_left_wrist": "observation.images.cam_left_wrist",
+                    "cam_right_wrist": "observation.images.cam_right_wrist",
+                },
+                "state": "observation.state",
+                "actions": "action",
+            }
+        )
+    ]
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class LeRobotAlohaDataConfig(DataConfigFactory):
+    """ALOHA LeRobot datasets (`observation.state`, `action` 14-d, `observation.images.*`)."""
+
+    # Train on joint actions relative to the current state (grippers stay absolute).
+    use_delta_joint_actions: bool = True
+    # Prompt used when a sample has none.
+    default_prompt: str | None = None
+    # Convert joints and grippers to the space of the pi runtime (needed for the original base weights).
+    adapt_to_pi: bool = True
+    # Dataset keys → AlohaInputs keys.
+    repack_transforms: tyro.conf.Suppress[_transforms.Group] = ALOHA_TOP_CAMERA_REPACK
+    # Dataset keys stacked into action chunks.
+    action_sequence_keys: Sequence[str] = ("action",)
+
+    def create(self, metadata_dir: pathlib.Path, model: _model.BaseModelConfig) -> DataConfig:
+        data_transforms = _transforms.Group(
+            inputs=[aloha_policy.AlohaInputs(adapt_to_pi=self.adapt_to_pi)],
+            outputs=[aloha_policy.AlohaOutputs(adapt_to_pi=self.adapt_to_pi)],
+        )
+        if self.use_delta_joint_actions:
+            data_transforms = _delta_actions(data_transforms, _transforms.make_bool_mask(6, -1, 6, -1))
+        return dataclasses.replace(
+            self.create_base_config(metadata_dir, model),
+            repack_transforms=self.repack_transforms,
+            data_transforms=data_transforms,
+            model_transforms=self.model_transforms(model, self.default_prompt),
+            action_sequence_keys=self.action_sequence_keys,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class LeRobotLiberoDataConfig(DataConfigFactory):
+    """LIBERO LeRobot datasets (`image`, `wrist_image`, `state` 8-d, `actions` 7-d, prompt from the task)."""
+
+    # Also convert the (already relative) LIBERO actions to deltas, as some original checkpoints were trained.
+    extra_delta_transform: bool = False
+
+    def create(self, metadata_dir: pathlib.Path, model: _model.BaseModelConfig) -> DataConfig:
+        repack = _transforms.Group(
+            inputs=[
+                _transforms.RepackTransform(
+                    {
+                        "observation/image": "image",
+                        "observation/wrist_image": "wrist_image",
+                        "observation/state": "state",
+                        "actions": "actions",
+                        "prompt": "prompt",
+                    }
+                )
+            ]
+        )
+        data_transforms = _transforms.Group(
+            inputs=[libero_policy.LiberoInputs(model_type=model.model_type)],
+            outputs=[libero_policy.LiberoOutputs()],
+        )
+        if self.extra_delta_transform:
+            data_transforms = _delta_actions(data_transforms, _transforms.make_bool_mask(6, -1))
+        return dataclasses.replace(
+            self.create_base_config(metadata_dir, model),
+            repack_transforms=repack,
+            data_transforms=data_transforms,
+            model_transforms=self.model_transforms(model),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class LeRobotDroidDataConfig(DataConfigFactory):
+    """DROID LeRobot datasets (`exterior_image_1_left`, `wrist_image_left`, `joint_position` 7,
+    `gripper_position` 1, `actions` 8-d joint velocities + gripper, prompt from the task)."""
+
+    default_prompt: str | None = None
+
+    def create(self, metadata_dir: pathlib.Path, model: _model.BaseModelConfig) -> DataConfig:
+        repack = _transforms.Group(
+            inputs=[
+                _transforms.RepackTransform(
+                    {
+                        "observation/exterior_image_1_left": "exterior_image_1_left",
+                        "observation/wrist_image_left": "wrist_image_left",
+                        "observation/joint_position": "joint_position",
+                        "observation/gripper_position": "gripper_position",
+                        "actions": "actions",
+                        "prompt": "prompt",
+                    }
+                )
+            ]
+        )
+        # DROID actions are joint velocities: no delta conversion.
+        data_transforms = _transforms.Group(
+            inputs=[droid_policy.DroidInputs(model_type=model.model_type)],
+            outputs=[droid_policy.DroidOutputs()],
+        )
+        return dataclasses.replace(
+            self.create_base_config(metadata_dir, model),
+            repack_transforms=repack,
+            data_transforms=data_transforms,
+            model_transforms=self.model_transforms(model, self.default_prompt),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class LeRobotCalvinDataConfig(DataConfigFactory):
+    """CALVIN LeRobot datasets: `rgb_static`, `rgb_gripper` images, `robot_obs` (15-d), `rel_actions` (7-d),
+    prompt from the task (the language annotation). See `calvin_policy` for the state/action mapping."""
+
+    def create(self, metadata_dir: pathlib.Path, model: _model.BaseModelConfig) -> DataConfig:
+        repack = _transforms.Group(
+            inputs=[
+                _transforms.RepackTransform(
+                    {
+                        "observation/rgb_static": "rgb_static",
+                        "observation/rgb_gripper": "rgb_gripper",
+                        "observation/state": "robot_obs",
+                        "actions": "rel_actions",
+                        "prompt": "prompt",
+                    }
+                )
+            ]
+        )
+        data_transforms = _transforms.Group(
+            inputs=[calvin_policy.CalvinInputs()],
+            outputs=[calvin_policy.CalvinOutputs()],
+        )
+        return dataclasses.replace(
+            self.create_base_config(metadata_dir, model),
+            repack_transforms=repack,
+            data_transforms=data_transforms,
+            model_transforms=self.model_transforms(model),
+            action_sequence_keys=("rel_actions",),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class UR5DataConfig(DataConfigFactory):
+    """The UR5 example of the README guide: LeRobot keys equal the robot's keys (`joints`, `gripper`,
+    `base_rgb`, `wrist_rgb`, `actions`, `prompt`)."""
+
+    # Train on joint actions relative to the current state (the gripper stays absolute).
+    use_delta_joint_actions: bool = False
+    default_prompt: str | None = None
+    # Never fetch the dataset from the Hugging Face hub.
+    local_files_only: bool = False
+
+    def create(self, metadata_dir: pathlib.Path, model: _model.BaseModelConfig) -> DataConfig:
+        data_transforms = _transforms.Group(
+            inputs=[ur5_policy.UR5Inputs(action_dim=model.action_dim)],
+            outputs=[ur5_policy.UR5Outputs()],
+        )
+        if self.use_delta_joint_actions:
+            data_transforms = _delta_actions(data_transforms, _transforms.make_bool_mask(6, -1))
+        return dataclasses.replace(
+            self.create_base_config(metadata_dir, model),
+            data_transforms=data_transforms,
+            model_transforms=self.model_transforms(model, self.default_prompt),
+            local_files_only=self.local_files_only,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run: model, initial weights, data, optimization, checkpointing and logging."""
+
+    # Unique name of the config; names the assets and checkpoint directories.
+    name: tyro.conf.Suppress[str]
+    # Project name (wandb).
+    project_name: str = "openpi"
+    # Experiment name; checkpoints go to <checkpoint_base_dir>/<name>/<exp_name>.
+    exp_name: str = tyro.MISSING
+
+    # The model (pi0 sizes, variants, LoRA).
+    model: _model.BaseModelConfig = dataclasses.field(default_factory=pi0.Pi0Config)
+    # Initial weights, loaded after the model is initialised.
+    weight_loader: weight_loaders.WeightLoader = dataclasses.field(default_factory=weight_loaders.NoOpWeightLoader)
+
+    lr_schedule: _optimizer.LRScheduleConfig = dataclasses.field(default_factory=_optimizer.CosineDecaySchedule)
+    optimizer: _optimizer.OptimizerConfig = dataclasses.field(default_factory=_optimizer.AdamW)
+    # Decay of the exponential moving average of the params (saved as the checkpoint params); None disables it.
+    ema_decay: float | None = 0.99
+
+    # Params that are not trained (e.g. the base weights in LoRA fine-tuning); they are kept in bfloat16.
+    freeze_filter: tyro.conf.Suppress[Filter] = dataclasses.field(default_factory=nnx.Nothing)
+
+    # The data to train on.
+    data: DataConfigFactory = dataclasses.field(default_factory=FakeDataConfig)
+
+    # Base directory of config assets (norm stats): <assets_base_dir>/<name>/<asset_id>.
+    assets_base_dir: str = "./assets"
+    # Base directory of checkpoints.
+    checkpoint_base_dir: str = "./checkpoints"
+
+    # Seed of all random generators (init, data order, noise, augmentation).
+    seed: int = 42
+    # Global batch size over all devices and processes.
+    batch_size: int = 32
+    # Data loader worker threads.
+    num_workers: int = 2
+    # Number of train steps (batches).
+    num_train_steps: int = 30_000
+
+    # Steps between logged metrics.
+    log_interval: int = 100
+    # Steps between checkpoints (the last step is always saved).
+    save_interval: int = 1000
+    # Checkpoints at multiples of this step are never deleted; None keeps only the latest.
+    keep_period: int | None = 5000
+
+    # Delete an existing checkpoint directory and start afresh.
+    overwrite: bool = False
+    # Continue from the latest complete checkpoint in the checkpoint directory.
+    resume: bool = False
+
+    # Log to Weights & Biases (offline when there are no credentials).
+    wandb_enabled: bool = True
+
+    # Extra metadata the policy server sends to clients.
+    policy_metadata: tyro.conf.Suppress[dict[str, Any] | None] = None
+
+    # Devices each param is sharded over (FSDP); the rest of the devices run data parallel.
+    fsdp_devices: int = 1
+
+    @property
+    def assets_dirs(self) -> pathlib.Path:
+        """This config's assets directory: `<assets_base_dir>/<name>`."""
+        return (pathlib.Path(self.assets_base_dir) / self.name).resolve()
+
+    @property
+    def checkpoint_dir(self) -> pathlib.Path:
+        """This run's checkpoint directory: `<checkpoint_base_dir>/<name>/<exp_name>`."""
+        if not self.exp_name or self.exp_name is tyro.MISSING:
+            raise ValueError("exp_name: required (e.g. --exp-name=my_experiment)")
+        return (pathlib.Path(self.checkpoint_base_dir) / self.name / self.exp_name).resolve()
+
+    @property
+    def trainable_filter(self) -> Filter:
+        """The params the optimizer updates."""
+        return nnx.All(nnx.Param, nnx.Not(self.freeze_filter))
+
+    def __post_init__(self) -> None:
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite: choose one (resume continues a run, overwrite deletes it)")
+        for field in ("batch_size", "num_train_steps", "log_interval", "save_interval", "fsdp_devices"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field}: expected a positive integer, got {getattr(self, field)}")
+        if self.keep_period is not None and self.keep_period < 1:
+            raise ValueError(f"keep_period: expected a positive integer or None, got {self.keep_period}")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay: expected a value in [0, 1) or None, got {self.ema_decay}")
+
+
+# Tiny pi0 for the debug configs: trains in milliseconds per step on a CPU. Its vocabulary covers the debug
+# character tokenizer.
+DEBUG_MODEL = pi0.Pi0Config(
+    dtype="float32",
+    paligemma_variant=gemma.Config(width=32, depth=2, mlp_dim=64, num_heads=4, num_kv_heads=1, head_dim=8),
+    action_expert_variant=gemma.Config(width=32, depth=2, mlp_dim=64, num_heads=4, num_kv_heads=1, head_dim=8),
+    vision_variant=siglip.Config(width=32, depth=1, mlp_dim=64, num_heads=2, patch_size=(16, 16)),
+    vocab_size=128,
+    image_resolution=(64, 64),
+    action_horizon=10,
+    max_token_len=32,
+    remat=False,
+)
+assert DEBUG_MODEL.vocab_size >= debug_data.TOKENIZER_VOCAB_SIZE
+
+_LORA_MODEL = pi0.Pi0Config(paligemma_variant="gemma_2b_lora", action_expert_variant="gemma_300m_lora")
+_DEBUG_ADAPTERS = (("attn", lora.LoRAConfig(rank=4, alpha=4.0)), ("ffn", lora.LoRAConfig(rank=4, alpha=4.0)))
+DEBUG_LORA_MODEL = dataclasses.replace(
+    DEBUG_MODEL,
+    paligemma_variant=dataclasses.replace(DEBUG_MODEL.paligemma_variant, lora_configs=_DEBUG_ADAPTERS),
+    action_expert_variant=dataclasses.replace(DEBUG_MODEL.action_expert_variant, lora_configs=_DEBUG_ADAPTERS),
+)
+_ALOHA_RESET_POSE = {"reset_pose": [0, -1.5, 1.5, 0, 0, 0]}
+
+
+def _debug_aloha_data() -> LeRobotAlohaDataConfig:
+    """The generated ALOHA-shaped debug dataset, its prompts taken from the tasks, tokenized offline."""
+    return LeRobotAlohaDataConfig(
+        repo_id=debug_data.DEBUG_ALOHA_REPO_ID,
+        use_delta_joint_actions=False,
+        adapt_to_pi=False,
+        repack_transforms=ALOHA_THREE_CAMERA_REPACK,
+        tokenizer="debug",
+        base_config=DataConfig(
+            prompt_from_task=True, local_files_only=True, generate_dataset=debug_data.ensure_aloha_dataset
+        ),
+    )
+
+
+def _debug_config(name: str, **overrides) -> TrainConfig:
+    settings = {
+        "name": name,
+        "exp_name": "debug",
+        "model": DEBUG_MODEL,
+        "data": _debug_aloha_data(),
+        "batch_size": 8,
+        "num_train_steps": 10,
+        "lr_schedule": _optimizer.CosineDecaySchedule(warmup_steps=10, peak_lr=1e-3, decay_steps=1_000, decay_lr=1e-4),
+        "log_interval": 1,
+        "save_interval": 100,
+        "keep_period": None,
+        "num_workers": 0,
+        "wandb_enabled": False,
+    }
+    return TrainConfig(**(settings | overrides))
+
+
+# Use `get_config(name)` to look a config up.
+_CONFIGS = [
+    #
+    # Inference configs of the released ALOHA and DROID checkpoints.
+    #
+    TrainConfig(
+        name="pi0_aloha",
+        data=LeRobotAlohaDataConfig(assets=AssetsConfig(asset_id="trossen")),
+        policy_metadata=_ALOHA_RESET_POSE,
+    ),
+    TrainConfig(
+        name="pi0_aloha_towel",
+        data=LeRobotAlohaDataConfig(assets=AssetsConfig(asset_id="trossen"), default_prompt="fold the towel"),
+        policy_metadata=_ALOHA_RESET_POSE,
+    ),
+    TrainConfig(
+        name="pi0_droid",
+        model=pi0.Pi0Config(action_horizon=10),
+        data=LeRobotDroidDataConfig(
+            assets=AssetsConfig(asset_id="droid"), base_config=DataConfig(prompt_from_task=True)
+        ),
+    ),
+    #
+    # Fine-tuning configs.
+    #
+    TrainConfig(
+        name="pi0_libero",
+        data=LeRobotLiberoDataConfig(
+            repo_id="physical-intelligence/libero",
+            base_config=DataConfig(prompt_from_task=True),
+            extra_delta_transform=True,
+        ),
+        weight_loader=weight_loaders.CheckpointWeightLoader(PI0_BASE_PARAMS),
+        num_train_steps=30_000,
+    ),
+    TrainConfig(
+        # LoRA fine-tuning: only the adapters (and the small non-Gemma layers) train; fits in ~22.5 GB.
+        name="pi0_libero_low_mem_finetune",
+        model=_LORA_MODEL,
+        data=LeRobotLiberoDataConfig(
+            repo_id="physical-intelligence/libero",
+            base_config=DataConfig(prompt_from_task=True),
+            extra_delta_transform=True,
+        ),
+        weight_loader=weight_loaders.CheckpointWeightLoader(PI0_BASE_PARAMS),
+        num_train_steps=30_000,
+        freeze_filter=_LORA_MODEL.get_freeze_filter(),
+        ema_decay=None,
+    ),
+    TrainConfig(
+        name="pi0_aloha_pen_uncap",
+        data=LeRobotAlohaDataConfig(
+            repo_id="physical-intelligence/aloha_pen_uncap_diverse",
+            assets=AssetsConfig(assets_dir=PI0_BASE_ASSETS, asset_id="trossen"),
+            default_prompt="uncap the pen",
+            repack_transforms=ALOHA_THREE_CAMERA_REPACK,
+        ),
+        weight_loader=weight_loaders.CheckpointWeightLoader(PI0_BASE_PARAMS),
+        num_train_steps=20_000,
+    ),
+    TrainConfig(
+        name="pi0_aloha_sim",
+        data=LeRobotAlohaDataConfig(
+            repo_id="lerobot/aloha_sim_transfer_cube_human",
+            default_prompt="Transfer cube",
+            use_delta_joint_actions=False,
+        ),
+        weight_loader=weight_loaders.CheckpointWeightLoader(PI0_BASE_PARAMS),
+        num_train_steps=20_000,
+    ),
+    TrainConfig(
+        name="pi0_calvin",
+        data=LeRobotCalvinDataConfig(
+            repo_id="openpi/calvin_abc",
+            assets=AssetsConfig(asset_id="calvin"),
+            base_config=DataConfig(prompt_from_task=True),
+        ),
+        weight_loader=weight_loaders.CheckpointWeightLoader(PI0_BASE_PARAMS),
+        num_train_steps=30_000,
+    ),
+    TrainConfig(
+        # The UR5 example of the README ("Define the training config").
+        name="ur5",
+        data=UR5DataConfig(
+            repo_id="lerobot/my_ur5_dataset",
+            use_delta_joint_actions=True,
+            default_prompt="be a good robot",
+            local_files_only=True,
+        ),
+        weight_loader=weight_loaders.CheckpointWeightLoader(PI0_BASE_PARAMS),
+    ),
+    #
+    # Debug configs: a tiny pi0 on generated data, for tests and smoke runs on a CPU.
+    #
+    # ALOHA-shaped data (14-d state/actions, cam_high + wrist cameras, prompts); a checkpoint serves with
+    # `--env ALOHA_SIM policy:checkpoint --policy.config=debug`.
+    _debug_config("debug"),
+    # Random inputs, no dataset and no norm stats.
+    _debug_config("debug_fake", data=FakeDataConfig()),
+    # LoRA fine-tuning of the tiny model: frozen base weights, no EMA.
+    _debug_config(
+        "debug_lora", model=DEBUG_LORA_MODEL, freeze_filter=DEBUG_LORA_MODEL.get_freeze_filter(), ema_decay=None
+    ),
+    # Starts from the last checkpoint of a `debug` run.
+    _debug_config(
+        "debug_restore", weight_loader=weight_loaders.CheckpointWeightLoader("./checkpoints/debug/debug/9/params")
+    ),
+]
+
+if len({config.name for config in _CONFIGS}) != len(_CONFIGS):
+    raise ValueError("config names must be unique")
+_CONFIGS_DICT = {config.name: config for config in _CONFIGS}
+
+
+def get_config(config_name: str) -> TrainConfig:
+    """The registered config called `config_name`."""
+    if config_name not in _CONFIGS_DICT:
+        closest = difflib.get_close_matches(config_name, _CONFIGS_DICT, n=1, cutoff=0.0)
+        hint = f" Did you mean {closest[0]!r}?" if closest else ""
+        raise ValueError(f"config {config_name!r} not found.{hint} Known configs: {sorted(_CONFIGS_DICT)}")
+    return _CONFIGS_DICT[config_name]
+
+
+def cli(args: Sequence[str] | None = None) -> TrainConfig:
+    """Parses `<config-name> [--field value ...]`: the registered config with any field overridden."""
+    return tyro.extras.overridable_config_cli(
+        {name: (name, config) for name, config in _CONFIGS_DICT.items()}, args=args
+    )

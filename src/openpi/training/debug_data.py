@@ -1,0 +1,145 @@
+"""Offline stand-ins for the debug configs: a character-level prompt tokenizer and a small generated ALOHA dataset.
+
+Neither needs the network. The tokenizer is a sentencepiece CHAR model built in code (so it is byte-identical on
+every machine) with the PaliGemma special ids (pad 0, eos 1, bos 2, unk 3); it has `TOKENIZER_VOCAB_SIZE`
+pieces, so a model with at least that many embeddings can read its tokens. The dataset is written with our
+LeRobot writer on first use and has learnable structure: the action chunk is a fixed function of the state,
+the prompt (which sets the direction of motion) and the frame's position in the episode (shown in the images).
+"""
+
+import os
+import pathlib
+import shutil
+import string
+
+import filelock
+import numpy as np
+from sentencepiece import sentencepiece_model_pb2
+
+from openpi.models import tokenizer as _tokenizer
+from openpi.shared import download
+from openpi.training import lerobot_dataset
+
+# Printable ASCII, the word-boundary marker and newline, after the four special pieces.
+_CHAR_PIECES = ("\n", "\u2581", *string.ascii_letters, *string.digits, *string.punctuation)
+TOKENIZER_VOCAB_SIZE = 4 + len(_CHAR_PIECES)
+
+DEBUG_ALOHA_REPO_ID = "openpi/debug_aloha"
+DEBUG_ALOHA_TASKS = ("transfer cube", "lift cube")
+ALOHA_CAMERAS = ("cam_high", "cam_left_wrist", "cam_right_wrist")
+_ALOHA_DIM = 14
+
+
+def _char_tokenizer_proto() -> bytes:
+    model = sentencepiece_model_pb2.ModelProto()
+    spec = model.trainer_spec
+    spec.model_type = sentencepiece_model_pb2.TrainerSpec.CHAR
+    spec.pad_id, spec.eos_id, spec.bos_id, spec.unk_id = 0, 1, 2, 3
+    model.normalizer_spec.name = "identity"
+    model.normalizer_spec.add_dummy_prefix = True
+    model.normalizer_spec.remove_extra_whitespaces = False
+    model.normalizer_spec.escape_whitespaces = True
+    piece_type = sentencepiece_model_pb2.ModelProto.SentencePiece
+    for name, kind in (
+        ("<pad>", piece_type.CONTROL),
+        ("</s>", piece_type.CONTROL),
+        ("<s>", piece_type.CONTROL),
+        ("<unk>", piece_type.UNKNOWN),
+    ):
+        model.pieces.add(piece=name, type=kind, score=0.0)
+    for char in _CHAR_PIECES:
+        model.pieces.add(piece=char, type=piece_type.NORMAL, score=-1.0)
+    spec.vocab_size = len(model.pieces)
+    return model.SerializeToString(deterministic=True)
+
+
+def tokenizer_path() -> pathlib.Path:
+    """The debug tokenizer model file in the cache (`$OPENPI_DATA_HOME/debug/char_tokenizer.model`), written
+    atomically on first use."""
+    path = download.get_cache_dir() / "debug" / "char_tokenizer.model"
+    proto = _char_tokenizer_proto()
+    if path.is_file() and path.read_bytes() == proto:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(proto)
+    os.replace(tmp, path)
+    return path
+
+
+def make_tokenizer(max_len: int) -> _tokenizer.PaligemmaTokenizer:
+    """A PaligemmaTokenizer (same prompt layout) reading the debug character model."""
+    return _tokenizer.PaligemmaTokenizer(max_len, path=tokenizer_path())
+
+
+def _episode(rng: np.random.Generator, task_index: int, length: int, image_size: int) -> list[dict]:
+    """States rotate in 7 planes at a constant angular speed whose sign is set by the task; each action is the
+    next state (a position target). The top camera's brightness shows the progress through the episode."""
+    angle = 0.15 if task_index == 0 else -0.15
+    radius = rng.uniform(0.3, 1.0, size=_ALOHA_DIM // 2)
+    phase = rng.uniform(0, 2 * np.pi, size=_ALOHA_DIM // 2)
+    steps = np.arange(length + 1)[:, None]
+    angles = phase + angle * steps
+    states = np.stack([radius * np.cos(angles), radius * np.sin(angles)], axis=-1).reshape(length + 1, _ALOHA_DIM)
+    states = states.astype(np.float32)
+    frames = []
+    for t in range(length):
+        progress = t / max(1, length - 1)
+        shade = lambda values: np.clip((np.asarray(values) + 1.0) * 127.5, 0, 255).astype(np.uint8)  # noqa: E731
+        images = {
+            "cam_high": np.full((image_size, image_size, 3), shade([2 * progress - 1, task_index - 0.5, 0.0])),
+            "cam_left_wrist": np.full((image_size, image_size, 3), shade(states[t, 0:3])),
+            "cam_right_wrist": np.full((image_size, image_size, 3), shade(states[t, 7:10])),
+        }
+        frame = {
+            "observation.state": states[t],
+            "action": states[t + 1],
+            "task": DEBUG_ALOHA_TASKS[task_index],
+        }
+        frame |= {f"observation.images.{name}": image for name, image in images.items()}
+        frames.append(frame)
+    return frames
+
+
+def ensure_aloha_dataset(
+    repo_id: str = DEBUG_ALOHA_REPO_ID,
+    root: str | pathlib.Path | None = None,
+    *,
+    num_episodes: int = 8,
+    episode_length: int = 30,
+    image_size: int = 32,
+    seed: int = 0,
+) -> pathlib.Path:
+    """Writes the generated ALOHA-shaped dataset at `root` (default `$HF_LEROBOT_HOME/<repo_id>`) unless it is
+    already there; returns `root`. Written to a temp directory and renamed, under a file lock, so concurrent
+    callers and crashes never see a partial dataset."""
+    root = pathlib.Path(root) if root is not None else lerobot_dataset.hf_lerobot_home() / repo_id
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(root.parent / f".{root.name}.lock")):
+        if root.is_dir():
+            return root
+        tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        features = {
+            "observation.state": {"dtype": "float32", "shape": (_ALOHA_DIM,), "names": None},
+            "action": {"dtype": "float32", "shape": (_ALOHA_DIM,), "names": None},
+        }
+        features |= {
+            f"observation.images.{name}": {
+                "dtype": "image",
+                "shape": (image_size, image_size, 3),
+                "names": ["height", "width", "channels"],
+            }
+            for name in ALOHA_CAMERAS
+        }
+        dataset = lerobot_dataset.LeRobotDataset.create(
+            repo_id, fps=50, features=features, root=tmp, robot_type="aloha", use_videos=False
+        )
+        rng = np.random.default_rng(seed)
+        for episode in range(num_episodes):
+            for frame in _episode(rng, episode % len(DEBUG_ALOHA_TASKS), episode_length, image_size):
+                dataset.add_frame(frame)
+            dataset.save_episode()
+        dataset.finalize()
+        os.replace(tmp, root)
+    return root
