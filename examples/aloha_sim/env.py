@@ -1,0 +1,86 @@
+"""The ALOHA sim as an `openpi_client` runtime Environment, observed the way the ALOHA policy expects."""
+
+from __future__ import annotations
+
+import numpy as np
+import sim as _sim
+
+from openpi_client.runtime import environment as _environment
+
+# Camera size (height, width) of the demo's data and evaluation: small enough to train on a CPU.
+DEFAULT_RESOLUTION = (96, 96)
+
+
+def observe(simulation: _sim.AlohaSim, cameras: tuple[str, ...], resolution: tuple[int, int]) -> dict:
+    """ALOHA policy input: `state` (14,) float32 and `images` {ALOHA camera name: CHW uint8} at `resolution` (h, w)."""
+    images = {
+        _sim.CAMERAS[camera]: np.ascontiguousarray(simulation.render(camera, *resolution).transpose(2, 0, 1))
+        for camera in cameras
+    }
+    return {"state": simulation.state(), "images": images}
+
+
+class AlohaSimEnvironment(_environment.Environment):
+    """Episode `i` (counting resets from 0) starts from seed `seed + i`; it ends on success or after `max_steps`."""
+
+    def __init__(
+        self,
+        task: str = "gym_aloha/AlohaTransferCube-v0",
+        seed: int = 0,
+        max_steps: int = 400,
+        cameras: tuple[str, ...] = ("top",),
+        resolution: tuple[int, int] = DEFAULT_RESOLUTION,
+        shadows: bool = False,
+    ) -> None:
+        if unknown := [camera for camera in cameras if camera not in _sim.CAMERAS]:
+            raise ValueError(f"cameras: {unknown} not in {sorted(_sim.CAMERAS)}")
+        if "top" not in cameras:
+            raise ValueError(f"cameras: 'top' (the policy's cam_high) is required, got {list(cameras)}")
+        if len(resolution) != 2 or min(resolution) < 1:
+            raise ValueError(f"resolution: expected (height, width) > 0, got {resolution}")
+        if max_steps < 1:
+            raise ValueError(f"max_steps: expected >= 1, got {max_steps}")
+        self._sim = _sim.AlohaSim(task, shadows=shadows)
+        self._seed = seed
+        self._max_steps = max_steps
+        self._cameras = tuple(cameras)
+        self._resolution = (int(resolution[0]), int(resolution[1]))
+        self._episode = -1
+        self._steps = 0
+        self._observation: dict | None = None
+        self._succeeded = False
+
+    @property
+    def prompt(self) -> str:
+        """The task's language instruction."""
+        return self._sim.task.prompt
+
+    @property
+    def episode_succeeded(self) -> bool:
+        """Whether the current (or just finished) episode reached the task's success reward."""
+        return self._succeeded
+
+    def reset(self) -> None:
+        self._episode += 1
+        self._sim.reset(self._seed + self._episode)
+        self._steps = 0
+        self._observation = None
+        self._succeeded = False
+
+    def is_episode_complete(self) -> bool:
+        return self._sim.is_success or self._steps >= self._max_steps
+
+    def get_observation(self) -> dict:
+        if self._episode < 0:
+            raise RuntimeError("get_observation: call reset() first")
+        if self._observation is None:
+            self._observation = {**observe(self._sim, self._cameras, self._resolution), "prompt": self.prompt}
+        return self._observation
+
+    def apply_action(self, action: dict) -> None:
+        if "actions" not in action:
+            raise ValueError(f"action: expected a dict with 'actions', got keys {sorted(action)}")
+        self._sim.step(np.asarray(action["actions"]))
+        self._steps += 1
+        self._observation = None
+        self._succeeded = self._succeeded or self._sim.is_success
