@@ -1,0 +1,1 @@
+"""Shared utilities: downloads, normalization statistics, image tools, typing."""
