@@ -17,11 +17,15 @@ import tyro
 
 @dataclasses.dataclass
 class Args:
+    """Which episodes to run."""
+
     task: str = "gym_aloha/AlohaTransferCube-v0"
+    # Episodes to run, from seeds `seed`, `seed + 1`, ...
     num_episodes: int = 50
     seed: int = 0
     # Camera size (height, width) for the rendering measurement.
     resolution: tuple[int, int] = _env.DEFAULT_RESOLUTION
+    # Frames rendered for the rendering measurement.
     render_frames: int = 50
 
 

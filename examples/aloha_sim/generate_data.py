@@ -32,18 +32,25 @@ class Args:
 
     # Dataset directory (the LeRobot root); it must not exist yet unless --overwrite.
     out_root: pathlib.Path = pathlib.Path("data/aloha_sim/demos")
+    # Successful episodes to record.
     num_episodes: int = 50
+    # gym-aloha task id (the scripted expert knows the transfer cube task).
     task: str = "gym_aloha/AlohaTransferCube-v0"
+    # Episodes start from seeds `seed`, `seed + 1`, ... (failed seeds are skipped).
     seed: int = 0
     # Camera size (height, width).
     resolution: tuple[int, int] = _env.DEFAULT_RESOLUTION
+    # Also record the wrist cameras (cam_left_wrist, cam_right_wrist).
     wrist_cameras: bool = False
     # Keep episodes where the expert failed (they are dropped by default).
     keep_failures: bool = False
     # Store camera frames as mp4 video (else as PNG images inside the parquet files).
     video: bool = True
+    # LeRobot format: v2.1 or v3.0.
     codebase_version: str = "v2.1"
+    # Name recorded in the dataset's metadata (it is read back from --out-root, not from the hub).
     repo_id: str = "openpi/aloha_sim_transfer_cube_scripted"
+    # Replace an existing dataset at --out-root.
     overwrite: bool = False
 
 

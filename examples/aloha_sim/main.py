@@ -32,10 +32,13 @@ class Args:
     port: int = 8000
     api_key: str | None = None
 
+    # gym-aloha task id: gym_aloha/AlohaTransferCube-v0 or gym_aloha/AlohaInsertion-v0.
     task: str = "gym_aloha/AlohaTransferCube-v0"
+    # Episodes to run.
     num_episodes: int = 10
     # Episode i starts from seed `seed + i` (generate_data.py uses seeds from 0, so these are unseen).
     seed: int = 100_000
+    # An episode that has not succeeded after this many steps (50 per second) is a failure.
     max_steps: int = 400
     # Steps executed from each action chunk before the policy is asked again.
     action_horizon: int = 10
