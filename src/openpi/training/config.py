@@ -497,7 +497,9 @@ def _debug_aloha_data() -> LeRobotAlohaDataConfig:
         repo_id=debug_data.DEBUG_ALOHA_REPO_ID,
         use_delta_joint_actions=False,
         adapt_to_pi=False,
-        repack_transforms=ALOHA_THREE_CAMERA_REPACK,
+        repack_transforms=_transforms.Group(
+            inputs=[_transforms.RepackTransform({**ALOHA_THREE_CAMERA_REPACK.inputs[0].structure, "prompt": "prompt"})]
+        ),
         tokenizer="debug",
         base_config=DataConfig(
             prompt_from_task=True, local_files_only=True, generate_dataset=debug_data.ensure_aloha_dataset

@@ -1,0 +1,312 @@
+"""Trains a registered config: `uv run scripts/train.py <config-name> --exp-name=NAME [--overwrite | --resume]`.
+
+Data parallel over all devices of all processes, params optionally sharded (FSDP, `--fsdp-devices`). A run
+spanning several processes or nodes is joined from `JAX_COORDINATOR_ADDRESS` / `JAX_NUM_PROCESSES` /
+`JAX_PROCESS_ID` or from SLURM; each process loads its own slice of every batch. Checkpoints, a metrics log
+(`metrics.jsonl`) and a loss curve (`loss_curve.png`) go to `<checkpoint_base_dir>/<config>/<exp_name>/`.
+"""
+
+import dataclasses
+import functools
+import json
+import logging
+import os
+import pathlib
+from typing import Any
+
+from flax import traverse_util
+import flax.nnx as nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import PIL.Image
+import PIL.ImageDraw
+import tqdm
+
+from openpi.models import model as _model
+from openpi.shared import compilation_cache
+from openpi.training import checkpoints as _checkpoints
+from openpi.training import config as _config
+from openpi.training import data_loader as _data_loader
+from openpi.training import optimizer as _optimizer
+from openpi.training import sharding
+from openpi.training import utils as _utils
+
+logger = logging.getLogger("openpi.train")
+
+METRICS_FILE = "metrics.jsonl"
+LOSS_CURVE_FILE = "loss_curve.png"
+
+
+def init_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname).1s [%(process)d] %(name)s: %(message)s", force=True
+    )
+    # orbax logs every handler it creates through absl at INFO.
+    logging.getLogger("absl").setLevel(logging.WARNING)
+
+
+def _split_params(config: _config.TrainConfig, params: nnx.State) -> tuple[nnx.State, nnx.State]:
+    """(trainable, frozen) params."""
+    return nnx.split_state(params, config.trainable_filter, ...)
+
+
+def init_train_state(
+    config: _config.TrainConfig, rng: jax.Array, mesh: jax.sharding.Mesh, *, resume_from: Any = None
+) -> tuple[_utils.TrainState, Any]:
+    """The initial train state, sharded over `mesh`, with the weight loader's params; or restored from the
+    checkpoint manager `resume_from`. Returns the state and its shardings."""
+    tx = _optimizer.create_optimizer(config.optimizer, config.lr_schedule)
+
+    def init(rng: jax.Array, loaded_params: dict | None) -> _utils.TrainState:
+        graphdef, params = nnx.split(config.model.create(rng))
+        if loaded_params:
+            merged = traverse_util.flatten_dict(params.to_pure_dict()) | traverse_util.flatten_dict(loaded_params)
+            params.replace_by_pure_dict(traverse_util.unflatten_dict(merged))
+        trainable, frozen = _split_params(config, params)
+        # Frozen params are only read: bfloat16 halves their memory.
+        frozen = jax.tree.map(lambda x: x.astype(jnp.bfloat16), frozen)
+        params = nnx.merge_state(trainable, frozen)
+        return _utils.TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=tx.init(trainable),
+            ema_params=None if config.ema_decay is None else params,
+            model_def=graphdef,
+            tx=tx,
+            ema_decay=config.ema_decay,
+        )
+
+    abstract = jax.eval_shape(init, rng, None)
+    state_sharding = sharding.fsdp_sharding(abstract, mesh)
+    if resume_from is not None:
+        with_sharding = jax.tree.map(
+            lambda leaf, where: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=where), abstract, state_sharding
+        )
+        return _checkpoints.restore_state(resume_from, with_sharding), state_sharding
+    loaded = config.weight_loader.load(abstract.params.to_pure_dict())
+    _model.check_param_tree(abstract.params.to_pure_dict(), loaded)
+    # Leaves the loader left abstract keep their fresh initialisation.
+    loaded = traverse_util.unflatten_dict(
+        {k: v for k, v in traverse_util.flatten_dict(loaded).items() if not isinstance(v, jax.ShapeDtypeStruct)}
+    )
+    state = jax.jit(init, in_shardings=(sharding.replicated(mesh), None), out_shardings=state_sharding)(rng, loaded)
+    logger.info("Initialised train state: %s", _utils.array_tree_summary(state.params))
+    return state, state_sharding
+
+
+def train_step(
+    config: _config.TrainConfig, rng: jax.Array, state: _utils.TrainState, batch: tuple[_model.Observation, jax.Array]
+) -> tuple[_utils.TrainState, dict[str, jax.Array]]:
+    """One optimizer step on `batch`; a pure function of its inputs (the noise comes from `rng` and the step)."""
+    trainable, frozen = _split_params(config, state.params)
+    observation, actions = batch
+
+    def loss_fn(trainable: nnx.State) -> jax.Array:
+        model = nnx.merge(state.model_def, nnx.merge_state(trainable, frozen))
+        step_rng = jax.random.fold_in(rng, state.step)
+        return jnp.mean(model.compute_loss(step_rng, observation, actions, train=True))
+
+    loss, grads = jax.value_and_grad(loss_fn)(trainable)
+    updates, opt_state = state.tx.update(grads, state.opt_state, trainable)
+    trainable = optax.apply_updates(trainable, updates)
+    params = nnx.merge_state(trainable, frozen)
+    ema_params = state.ema_params
+    if state.ema_decay is not None:
+        ema_params = jax.tree.map(
+            lambda old, new: state.ema_decay * old + (1 - state.ema_decay) * new, ema_params, params
+        )
+    new_state = dataclasses.replace(
+        state, step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params
+    )
+    info = {"loss": loss, "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(trainable)}
+    return new_state, info
+
+
+def _resolve_norm_stats(config: _config.TrainConfig) -> _config.DataConfig:
+    """The data config; generated datasets get their norm stats computed on first use."""
+    data_config = config.data.create(config.assets_dirs, config.model)
+    if data_config.norm_stats is None and data_config.generate_dataset is not None:
+        if jax.process_index() == 0:
+            path = _data_loader.compute_norm_stats(config, progress=False)
+            logger.info("Computed norm stats of the generated dataset into %s", path)
+        _sync("norm-stats")
+        data_config = config.data.create(config.assets_dirs, config.model)
+    return data_config
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+class MetricsLog:
+    """Appends metrics to `metrics.jsonl` (process 0) and redraws the loss curve PNG from it."""
+
+    def __init__(self, checkpoint_dir: pathlib.Path, *, resumed_step: int | None):
+        self._path = checkpoint_dir / METRICS_FILE
+        self._curve = checkpoint_dir / LOSS_CURVE_FILE
+        self._enabled = jax.process_index() == 0
+        self._records: list[dict] = []
+        if self._enabled and resumed_step is not None and self._path.exists():
+            lines = self._path.read_text().splitlines()
+            self._records = [r for r in map(json.loads, filter(None, lines)) if r["step"] < resumed_step]
+            self._rewrite()
+
+    def _rewrite(self) -> None:
+        tmp = self._path.with_name(f".{self._path.name}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in self._records))
+        os.replace(tmp, self._path)
+
+    def append(self, record: dict) -> None:
+        if not self._enabled:
+            return
+        self._records.append(record)
+        with self._path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def draw_loss_curve(self, size: tuple[int, int] = (640, 360)) -> None:
+        if not self._enabled or len(self._records) < 2:
+            return
+        steps = np.array([r["step"] for r in self._records], float)
+        losses = np.log10(np.maximum([r["loss"] for r in self._records], 1e-12))
+        image = PIL.Image.new("RGB", size, "white")
+        draw = PIL.ImageDraw.Draw(image)
+        margin = 40
+        scale = lambda v, lo, hi, a, b: a + (v - lo) / max(hi - lo, 1e-12) * (b - a)  # noqa: E731
+        xs = scale(steps, steps.min(), steps.max(), margin, size[0] - margin)
+        ys = scale(losses, losses.min(), losses.max(), size[1] - margin, margin)
+        draw.rectangle([margin, margin, size[0] - margin, size[1] - margin], outline="gray")
+        draw.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill="blue", width=2)
+        draw.text(
+            (margin, 10), f"loss (log10 scale) {10 ** losses.max():.3g} .. {10 ** losses.min():.3g}", fill="black"
+        )
+        draw.text((margin, size[1] - margin + 10), f"step {int(steps.min())} .. {int(steps.max())}", fill="black")
+        tmp = self._curve.with_name(f".{self._curve.name}.tmp.png")
+        image.save(tmp)
+        os.replace(tmp, self._curve)
+
+
+def _init_wandb(config: _config.TrainConfig, checkpoint_dir: pathlib.Path, *, resuming: bool):
+    """A wandb run resumed under the id stored in the checkpoint dir; offline without credentials. None when
+    disabled, not installed, or not process 0."""
+    if not config.wandb_enabled or jax.process_index() != 0:
+        return None
+    try:
+        import wandb
+    except ImportError:
+        logger.warning("wandb_enabled, but wandb is not installed; logging to %s only", METRICS_FILE)
+        return None
+    id_file = checkpoint_dir / "wandb_id.txt"
+    run_id = id_file.read_text().strip() if resuming and id_file.exists() else wandb.util.generate_id()
+    id_file.write_text(run_id)
+    has_credentials = bool(os.environ.get("WANDB_API_KEY")) or (pathlib.Path.home() / ".netrc").exists()
+    mode = os.environ.get("WANDB_MODE") or ("online" if has_credentials else "offline")
+    return wandb.init(
+        id=run_id,
+        resume="allow",
+        name=config.exp_name,
+        project=config.project_name,
+        config={
+            "config_name": config.name,
+            **{
+                f.name: getattr(config, f.name)
+                for f in dataclasses.fields(config)
+                if isinstance(getattr(config, f.name), int | float | str)
+            },
+        },
+        dir=str(checkpoint_dir),
+        mode=mode,
+    )
+
+
+def main(config: _config.TrainConfig) -> _utils.TrainState:
+    """Runs training and returns the final train state."""
+    init_logging()
+    sharding.initialize_distributed()
+    compilation_cache.enable()
+    logger.info(
+        "Process %d/%d, %d local / %d global devices (%s); XLA_PYTHON_CLIENT_MEM_FRACTION=%s",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+        jax.default_backend(),
+        os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "default"),
+    )
+    if config.batch_size % jax.device_count():
+        raise ValueError(
+            f"batch_size: expected a multiple of the device count {jax.device_count()}, got {config.batch_size}"
+        )
+
+    mesh = sharding.make_mesh(config.fsdp_devices)
+    data_sharding = sharding.data_sharding(mesh)
+    checkpoint_dir = config.checkpoint_dir
+    manager, resuming = _checkpoints.initialize_checkpoint_dir(
+        checkpoint_dir, keep_period=config.keep_period, overwrite=config.overwrite, resume=config.resume
+    )
+    data_config = _resolve_norm_stats(config)
+
+    init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
+    state, state_sharding = init_train_state(config, init_rng, mesh, resume_from=manager if resuming else None)
+    start_step = int(jax.device_get(state.step))
+    if resuming:
+        logger.info("Resumed from step %d of %s", start_step, checkpoint_dir)
+
+    loader = _data_loader.create_data_loader(
+        config, sharding=data_sharding, data_config=data_config, start_step=start_step
+    )
+    norm_stats = (
+        {data_config.asset_id: data_config.norm_stats} if data_config.norm_stats and data_config.asset_id else {}
+    )
+    metrics = MetricsLog(checkpoint_dir, resumed_step=start_step if resuming else None)
+    wandb_run = _init_wandb(config, checkpoint_dir, resuming=resuming)
+    lr_schedule = config.lr_schedule.create()
+
+    step_fn = jax.jit(
+        functools.partial(train_step, config),
+        in_shardings=(sharding.replicated(mesh), state_sharding, data_sharding),
+        out_shardings=(state_sharding, sharding.replicated(mesh)),
+        donate_argnums=(1,),
+    )
+    batches = iter(loader)
+    progress = tqdm.tqdm(
+        range(start_step, config.num_train_steps),
+        initial=start_step,
+        total=config.num_train_steps,
+        dynamic_ncols=True,
+        disable=jax.process_index() != 0,
+    )
+    pending: list[dict] = []
+    for step in progress:
+        state, info = step_fn(train_rng, state, next(batches))
+        pending.append(info)
+        last_step = step == config.num_train_steps - 1
+        if step % config.log_interval == 0 or last_step:
+            summary = {k: float(np.mean([jax.device_get(i[k]) for i in pending])) for k in pending[0]}
+            summary |= {"step": step, "learning_rate": float(lr_schedule(step))}
+            pending = []
+            progress.set_postfix(
+                loss=f"{summary['loss']:.4f}",
+                grad_norm=f"{summary['grad_norm']:.3f}",
+                lr=f"{summary['learning_rate']:.2e}",
+            )
+            metrics.append(summary)
+            if wandb_run is not None:
+                wandb_run.log(summary, step=step)
+        # Checkpoint `step` holds the state after step `step`'s update (the original numbering: a 30,000 step
+        # run ends with checkpoint 29999); resuming from it continues with step `step + 1`.
+        if (step % config.save_interval == 0 and step > start_step) or last_step:
+            _checkpoints.save_state(manager, state, norm_stats, step)
+            metrics.draw_loss_curve()
+    manager.close()
+    if wandb_run is not None:
+        wandb_run.finish()
+    return state
+
+
+if __name__ == "__main__":
+    main(_config.cli())

@@ -1,0 +1,203 @@
+"""Training checkpoints: `<checkpoint_dir>/<step>/{params, train_state, assets/<asset_id>/norm_stats.json}`.
+
+An orbax `CheckpointManager` writes each step into a temporary directory and renames it into place only when
+every item (params, train state, assets) is complete, so a crash never leaves a step that resume could pick
+up half-written; unfinished temporary directories are ignored and cleaned up.
+
+`params` holds `{"params": <param tree>}` with a trailing `"value"` on every leaf, like checkpoints the original
+openpi training wrote from an `nnx.State`; `openpi.models.model.restore_params` reads it (EMA params when EMA
+is on). `train_state` holds the step, the optimizer state (its leaves, flattened in tree order) and, with EMA,
+the raw params.
+"""
+
+from collections.abc import Mapping
+import dataclasses
+import logging
+import pathlib
+import shutil
+
+from etils import epath
+import flax.nnx as nnx
+import jax
+import orbax.checkpoint as ocp
+
+from openpi.shared import normalize as _normalize
+from openpi.training import utils as _utils
+
+logger = logging.getLogger(__name__)
+
+PARAMS_ITEM, TRAIN_STATE_ITEM, ASSETS_ITEM = "params", "train_state", "assets"
+
+
+class _AssetsHandler(ocp.CheckpointHandler):
+    """Writes `<item dir>/<asset_id>/norm_stats.json` (process 0 only); nothing to restore."""
+
+    def save(self, directory: epath.Path, args: "AssetsSave") -> None:
+        if jax.process_index() != 0:
+            return
+        for asset_id, norm_stats in args.norm_stats.items():
+            _normalize.save(pathlib.Path(directory) / asset_id, norm_stats)
+
+    def restore(self, directory: epath.Path, args: "AssetsSave | None" = None) -> None:
+        return None
+
+
+@ocp.args.register_with_handler(_AssetsHandler, for_save=True, for_restore=True)
+@dataclasses.dataclass
+class AssetsSave(ocp.args.CheckpointArgs):
+    """Norm stats per asset id."""
+
+    norm_stats: Mapping[str, Mapping[str, _normalize.NormStats]]
+
+
+def initialize_checkpoint_dir(
+    checkpoint_dir: str | pathlib.Path, *, keep_period: int | None, overwrite: bool, resume: bool
+) -> tuple[ocp.CheckpointManager, bool]:
+    """Prepares the run's directory and returns `(manager, resuming)`.
+
+    An existing directory is deleted with `overwrite`, continued with `resume` (if it holds a complete step),
+    and otherwise refused.
+    """
+    checkpoint_dir = pathlib.Path(checkpoint_dir).resolve()
+    resuming = False
+    if checkpoint_dir.exists():
+        if overwrite:
+            if jax.process_index() == 0:
+                shutil.rmtree(checkpoint_dir)
+                logger.info("Deleted %s (--overwrite)", checkpoint_dir)
+        elif resume:
+            resuming = True
+        else:
+            raise FileExistsError(
+                f"checkpoint directory {checkpoint_dir} already exists: pass --overwrite to delete it and start "
+                "afresh, or --resume to continue the run"
+            )
+    elif resume:
+        logger.warning("--resume: %s does not exist yet; starting a new run", checkpoint_dir)
+    _sync_processes("checkpoint-dir")
+    if jax.process_index() == 0:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    _sync_processes("checkpoint-dir-created")
+
+    manager = ocp.CheckpointManager(
+        epath.Path(checkpoint_dir),
+        item_handlers={
+            PARAMS_ITEM: ocp.PyTreeCheckpointHandler(),
+            TRAIN_STATE_ITEM: ocp.PyTreeCheckpointHandler(),
+            ASSETS_ITEM: _AssetsHandler(),
+        },
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1,
+            keep_period=keep_period,
+            create=False,
+            cleanup_tmp_directories=True,
+            enable_async_checkpointing=False,
+        ),
+    )
+    if resuming and manager.latest_step() is None:
+        logger.warning("--resume: %s holds no complete checkpoint; starting a new run", checkpoint_dir)
+        resuming = False
+    return manager, resuming
+
+
+def _sync_processes(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _params_item(params: nnx.State) -> dict:
+    """`{"params": pure dict}` with a trailing "value" on every leaf (the original training layout)."""
+    return {"params": jax.tree.map(lambda leaf: {"value": leaf}, params.to_pure_dict())}
+
+
+def _opt_state_item(opt_state) -> dict[str, jax.Array]:
+    return {str(index): leaf for index, leaf in enumerate(jax.tree.leaves(opt_state))}
+
+
+def _train_state_item(state: _utils.TrainState) -> dict:
+    item = {"step": state.step, "opt_state": _opt_state_item(state.opt_state)}
+    if state.ema_params is not None:
+        item["params"] = state.params.to_pure_dict()
+    return item
+
+
+def save_state(
+    manager: ocp.CheckpointManager,
+    state: _utils.TrainState,
+    norm_stats: Mapping[str, Mapping[str, _normalize.NormStats]],
+    step: int,
+) -> None:
+    """Saves `state` as checkpoint `step` (EMA params, if any, as `params`) with `norm_stats` as assets."""
+    saved_params = state.ema_params if state.ema_params is not None else state.params
+    manager.save(
+        step,
+        args=ocp.args.Composite(
+            **{
+                PARAMS_ITEM: ocp.args.PyTreeSave(_params_item(saved_params)),
+                TRAIN_STATE_ITEM: ocp.args.PyTreeSave(_train_state_item(state)),
+                ASSETS_ITEM: AssetsSave(norm_stats),
+            }
+        ),
+    )
+    manager.wait_until_finished()
+
+
+def restore_state(
+    manager: ocp.CheckpointManager, abstract_state: _utils.TrainState, step: int | None = None
+) -> _utils.TrainState:
+    """Restores checkpoint `step` (default: the latest complete one) into the structure and shardings of
+    `abstract_state` (a TrainState of `jax.ShapeDtypeStruct`s with shardings)."""
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"{manager.directory}: no complete checkpoint to restore")
+    saved_params = abstract_state.ema_params if abstract_state.ema_params is not None else abstract_state.params
+    targets = {
+        PARAMS_ITEM: _params_item(saved_params),
+        TRAIN_STATE_ITEM: _train_state_item(abstract_state),
+    }
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            **{
+                name: ocp.args.PyTreeRestore(
+                    item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target)
+                )
+                for name, target in targets.items()
+            }
+        ),
+    )
+    is_value_node = lambda node: isinstance(node, dict) and set(node) == {"value"}  # noqa: E731
+    saved = jax.tree.map(lambda node: node["value"], restored[PARAMS_ITEM]["params"], is_leaf=is_value_node)
+    train_state = restored[TRAIN_STATE_ITEM]
+    opt_leaves = [train_state["opt_state"][str(i)] for i in range(len(train_state["opt_state"]))]
+    opt_state = jax.tree.unflatten(jax.tree.structure(abstract_state.opt_state), opt_leaves)
+
+    def to_state(template: nnx.State, pure: dict) -> nnx.State:
+        state = jax.tree.map(lambda x: x, template)
+        state.replace_by_pure_dict(pure)
+        return state
+
+    if abstract_state.ema_params is not None:
+        params = to_state(abstract_state.params, train_state["params"])
+        ema_params = to_state(abstract_state.ema_params, saved)
+    else:
+        params, ema_params = to_state(abstract_state.params, saved), None
+    return dataclasses.replace(
+        abstract_state, step=train_state["step"], params=params, opt_state=opt_state, ema_params=ema_params
+    )
+
+
+def load_norm_stats(assets_dir: str | pathlib.Path, asset_id: str) -> dict[str, _normalize.NormStats]:
+    """The norm stats a checkpoint carries: `<assets_dir>/<asset_id>/norm_stats.json`."""
+    return _normalize.load(pathlib.Path(assets_dir) / asset_id)
+
+
+def all_steps(checkpoint_dir: str | pathlib.Path) -> list[int]:
+    """The complete checkpoint steps in a run directory, ascending."""
+    directory = pathlib.Path(checkpoint_dir)
+    if not directory.is_dir():
+        return []
+    with ocp.CheckpointManager(epath.Path(directory), options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
+        return sorted(int(step) for step in manager.all_steps())
