@@ -1,0 +1,95 @@
+"""Evaluates a served policy on a LIBERO task suite: per-task success rates, one video per episode."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+
+import env as _env
+import saver as _saver
+import tyro
+
+from openpi_client import action_chunk_broker
+from openpi_client import websocket_client_policy
+from openpi_client.runtime import runtime as _runtime
+from openpi_client.runtime.agents import policy_agent
+
+# Longest demonstration of each suite, rounded up: the step limit of its episodes.
+MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
+
+
+@dataclasses.dataclass
+class Args:
+    """Command line of the LIBERO client."""
+
+    task_suite_name: str = "libero_spatial"
+    num_trials_per_task: int = 50
+    # Steps of each action chunk executed before the policy is asked again.
+    replan_steps: int = 5
+    # Camera resolution of the simulation.
+    resolution: int = 256
+    video_out_path: pathlib.Path = pathlib.Path("data/libero/videos")
+    seed: int = 7
+    host: str = "0.0.0.0"
+    port: int = 8000
+    api_key: str | None = None
+
+
+def run_task(
+    args: Args,
+    sim_env,
+    prompt: str,
+    initial_states: list,
+    policy: websocket_client_policy.WebsocketClientPolicy,
+    video_prefix: str,
+) -> list[bool]:
+    """Runs one episode per initial state; returns the success of each (videos in `args.video_out_path`)."""
+    max_steps = MAX_STEPS.get(args.task_suite_name, 400)
+    environment = _env.LiberoEnvironment(sim_env, prompt, initial_states, max_steps)
+    episode = iter(range(len(initial_states)))
+
+    def video_name() -> str:
+        return f"{video_prefix}_trial{next(episode):03d}"
+
+    runtime = _runtime.Runtime(
+        environment=environment,
+        agent=policy_agent.PolicyAgent(action_chunk_broker.ActionChunkBroker(policy, args.replan_steps)),
+        subscribers=[_saver.VideoSaver(args.video_out_path, video_name, "observation/image")],
+        num_episodes=len(initial_states),
+    )
+    runtime.run()
+    return environment.results
+
+
+def main(args: Args) -> None:
+    # LIBERO (and robosuite + MuJoCo) come with the `libero` package; see README.
+    from libero.libero import benchmark
+    from libero.libero import get_libero_path
+    from libero.libero.envs import OffScreenRenderEnv
+
+    suite = benchmark.get_benchmark_dict()[args.task_suite_name]()
+    policy = websocket_client_policy.WebsocketClientPolicy(args.host, args.port, args.api_key)
+    rates = {}
+    try:
+        for task_id in range(suite.n_tasks):
+            task = suite.get_task(task_id)
+            bddl = pathlib.Path(get_libero_path("bddl_files")) / task.problem_folder / task.bddl_file
+            sim_env = OffScreenRenderEnv(
+                bddl_file_name=str(bddl), camera_heights=args.resolution, camera_widths=args.resolution
+            )
+            sim_env.seed(args.seed)
+            initial_states = list(suite.get_task_init_states(task_id))[: args.num_trials_per_task]
+            results = run_task(args, sim_env, task.language, initial_states, policy, f"task{task_id:02d}")
+            sim_env.close()
+            rates[task.language] = sum(results) / len(results)
+            logging.info("Task %d (%s): %.1f%% success", task_id, task.language, 100 * rates[task.language])
+    finally:
+        policy.close()
+    print(json.dumps({"per_task": rates, "average": sum(rates.values()) / len(rates)}, indent=2))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, force=True)
+    main(tyro.cli(Args))
