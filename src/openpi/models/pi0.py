@@ -157,11 +157,11 @@ class Pi0(_model.BaseModel):
         self, obs: _model.Observation
     ) -> tuple[at.Array, at.Bool[at.Array, "b p"], at.Bool[at.Array, " p"]]:
         """Image tokens of every camera, then prompt tokens; all in one bidirectional block."""
-        tokens, input_mask = [], []
-        for name in obs.images:
-            image_tokens = self.PaliGemma.img(obs.images[name])
-            tokens.append(image_tokens)
-            input_mask.append(einops.repeat(obs.image_masks[name], "b -> b s", s=image_tokens.shape[1]))
+        names = list(obs.images)
+        # All cameras go through SigLIP as one batch: fewer, larger matmuls than one pass per camera.
+        all_image_tokens = self.PaliGemma.img(jnp.concatenate([obs.images[name] for name in names], axis=0))
+        tokens = jnp.split(all_image_tokens, len(names), axis=0)
+        input_mask = [einops.repeat(obs.image_masks[name], "b -> b s", s=all_image_tokens.shape[1]) for name in names]
         if obs.tokenized_prompt is not None:
             tokens.append(self.PaliGemma.llm.embed(obs.tokenized_prompt))
             input_mask.append(obs.tokenized_prompt_mask)

@@ -95,7 +95,8 @@ class MultiHeadAttention(nnx.Module):
         q, k, v = self.query(x), self.key(x), self.value(x)
         q = q / jnp.sqrt(q.shape[-1]).astype(q.dtype)
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
-        probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+        # Softmax in the matmul dtype, as the original (flax linen attention) computes it.
+        probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
         return self.out(jnp.einsum("bhqk,bkhd->bqhd", probs, v))
 
 
