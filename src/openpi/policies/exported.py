@@ -6,6 +6,7 @@ An exported model is a directory (local, s3:// or gs://):
     sample_actions.jax_export          serialized `jax.export` of `(params, observation, noise) -> actions`
     params/                            orbax checkpoint `{"params": <param tree>}` (the `params/` layout of checkpoints)
     processors/<name>/norm_stats.json  normalization stats for each robot / dataset the model was trained on
+    tokenizer.model                    (optional) the sentencepiece prompt tokenizer; default: PaliGemma's
 
 The computation has a symbolic batch dimension and takes the weights as arguments (they are not baked in), and is
 lowered for CPU and CUDA both, so one artefact serves on either. Loading uses only `jax.export.deserialize` and orbax;
@@ -32,7 +33,9 @@ from jax import export as jax_export
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from openpi import transforms as _transforms
 from openpi.models import model as _model
+from openpi.models import tokenizer as _tokenizer
 from openpi.shared import download
 from openpi.shared import normalize as _normalize
 
@@ -46,6 +49,7 @@ METADATA_FILE = "metadata.json"
 SAMPLER_FILE = "sample_actions.jax_export"
 PARAMS_DIR = "params"
 PROCESSORS_DIR = "processors"
+TOKENIZER_FILE = "tokenizer.model"
 
 
 class ExportedModelError(ValueError):
@@ -60,11 +64,14 @@ def export_model(
     processors: Mapping[str, Mapping[str, _normalize.NormStats]],
     num_steps: int = 10,
     platforms: Sequence[str] = DEFAULT_PLATFORMS,
+    tokenizer_model: bytes | None = None,
     overwrite: bool = False,
 ) -> pathlib.Path:
     """Writes the exported model of `config` with `params` (as `restore_params` returns) to `out_dir`.
 
-    `processors` maps each processor name to its norm stats. The directory is assembled under a temporary name and
+    `processors` maps each processor name (a relative path such as `trossen` or `lerobot/aloha_sim`) to its norm
+    stats. `tokenizer_model` is the serialized sentencepiece model of the prompt tokenizer, when it is not
+    PaliGemma's. The directory is assembled under a temporary name and
     renamed into place, so a crash never leaves a partial artefact at `out_dir`.
     """
     out_dir = pathlib.Path(out_dir)
@@ -73,8 +80,9 @@ def export_model(
     if num_steps < 1:
         raise ValueError(f"num_steps: expected >= 1, got {num_steps}")
     for name in processors:
-        if not name or "/" in name or name.startswith("."):
-            raise ValueError(f"processors: expected names usable as directory names, got {name!r}")
+        parts = name.split("/")
+        if not name or name.startswith("/") or any(part in ("", ".", "..") for part in parts):
+            raise ValueError(f"processors: expected relative names like 'trossen' or 'org/dataset', got {name!r}")
 
     params = nnx.state(config.load(params)).to_pure_dict()
     exported = _export_sampler(config, params, num_steps=num_steps, platforms=platforms)
@@ -88,6 +96,8 @@ def export_model(
             checkpointer.save(staging / PARAMS_DIR, {"params": params})
         for name, norm_stats in processors.items():
             _normalize.save(staging / PROCESSORS_DIR / name, norm_stats)
+        if tokenizer_model is not None:
+            (staging / TOKENIZER_FILE).write_bytes(tokenizer_model)
         metadata = _metadata(config, exported, num_steps=num_steps, sampler_sha256=hashlib.sha256(serialized))
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
         if out_dir.exists():
@@ -180,6 +190,7 @@ class ExportedModel(_model.BaseModel):
         metadata: dict[str, Any],
         norm_stats: dict[str, dict[str, _normalize.NormStats]],
         source: str,
+        tokenizer_path: pathlib.Path | None = None,
     ) -> None:
         super().__init__(metadata["action_dim"], metadata["action_horizon"], metadata["max_token_len"])
         self.exported = exported
@@ -187,6 +198,7 @@ class ExportedModel(_model.BaseModel):
         self.metadata = nnx.static(metadata)
         self._norm_stats = nnx.static(norm_stats)
         self._source = source
+        self._tokenizer_path = tokenizer_path
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> ExportedModel:
@@ -198,7 +210,8 @@ class ExportedModel(_model.BaseModel):
         params = _read_params(local, input_avals(exported)[0], source)
         norm_stats = _read_processors(local, source)
         logger.info("Loaded exported %s model from %s", metadata["model_type"], source)
-        return cls(exported, params, metadata, norm_stats, source)
+        tokenizer_path = local / TOKENIZER_FILE
+        return cls(exported, params, metadata, norm_stats, source, tokenizer_path if tokenizer_path.is_file() else None)
 
     def processor_names(self) -> list[str]:
         """Names of the processors (norm stats) shipped with the model, sorted."""
@@ -230,6 +243,18 @@ class ExportedModel(_model.BaseModel):
         raise ExportedModelError(
             f"{self._source} has {len(available)} processors and {reason}; choose one with --policy.processor "
             f"from: {available}"
+        )
+
+    def model_transforms(self) -> _transforms.Group:
+        """The model's input transforms: resize images to its resolution, tokenize the prompt, pad the state."""
+        height, width = self.metadata["image_resolution"]
+        tokenizer = _tokenizer.PaligemmaTokenizer(self.max_token_len, path=self._tokenizer_path)
+        return _transforms.Group(
+            inputs=[
+                _transforms.ResizeImages(height, width),
+                _transforms.TokenizePrompt(tokenizer),
+                _transforms.PadStatesAndActions(self.action_dim),
+            ]
         )
 
     def compute_loss(self, rng, observation, actions, *, train=False):
@@ -374,7 +399,8 @@ def _read_params(local: pathlib.Path, expected: Any, source: str) -> _model.at.P
 
 def _read_processors(local: pathlib.Path, source: str) -> dict[str, dict[str, _normalize.NormStats]]:
     root = local / PROCESSORS_DIR
-    names = sorted(path.name for path in root.iterdir() if path.is_dir()) if root.is_dir() else []
+    files = root.rglob(_normalize.NORM_STATS_FILENAME) if root.is_dir() else []
+    names = sorted(path.parent.relative_to(root).as_posix() for path in files)
     result = {}
     for name in names:
         try:

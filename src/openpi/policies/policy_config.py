@@ -1,0 +1,189 @@
+"""Builds policies: a model (from a training checkpoint or an exported model) plus its transforms and norm stats."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+import dataclasses
+import logging
+import os
+import pathlib
+from typing import Any
+
+from openpi import transforms as _transforms
+from openpi.models import model as _model
+from openpi.policies import exported as _exported
+from openpi.policies import policy as _policy
+from openpi.shared import download
+from openpi.shared import normalize as _normalize
+from openpi.training import checkpoints as _checkpoints
+from openpi.training import config as _config
+
+logger = logging.getLogger(__name__)
+
+NormStatsDict = Mapping[str, _normalize.NormStats]
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyConfig:
+    """A model and everything around it that turns robot observations into its inputs and its outputs into actions.
+
+    Inputs run: repack → default prompt → robot (data) transforms → Normalize → model transforms.
+    Outputs run in mirror order: model outputs → Unnormalize → robot outputs → repack outputs.
+    """
+
+    model: _model.BaseModel
+    # Stats for Normalize / Unnormalize; None skips normalization.
+    norm_stats: NormStatsDict | None
+    data_transforms: _transforms.Group = dataclasses.field(default_factory=_transforms.Group)
+    model_transforms: _transforms.Group = dataclasses.field(default_factory=_transforms.Group)
+    repack_transforms: _transforms.Group = dataclasses.field(default_factory=_transforms.Group)
+    # Prompt used when an observation has none.
+    default_prompt: str | None = None
+    use_quantile_norm: bool = False
+    sample_kwargs: dict[str, Any] | None = None
+    # Sent to every client when it connects.
+    metadata: dict[str, Any] | None = None
+
+
+def create_policy(config: PolicyConfig) -> _policy.Policy:
+    """The Policy of `config`, with its transforms chained in the order `PolicyConfig` describes."""
+    return _policy.Policy(
+        config.model,
+        transforms=[
+            *config.repack_transforms.inputs,
+            _transforms.InjectDefaultPrompt(config.default_prompt),
+            *config.data_transforms.inputs,
+            _transforms.Normalize(config.norm_stats, use_quantiles=config.use_quantile_norm),
+            *config.model_transforms.inputs,
+        ],
+        output_transforms=[
+            *config.model_transforms.outputs,
+            _transforms.Unnormalize(config.norm_stats, use_quantiles=config.use_quantile_norm),
+            *config.data_transforms.outputs,
+            *config.repack_transforms.outputs,
+        ],
+        sample_kwargs=config.sample_kwargs,
+        metadata=config.metadata,
+    )
+
+
+def make_policy_config(
+    train_config: _config.TrainConfig,
+    checkpoint_dir: str | os.PathLike,
+    *,
+    repack_transforms: _transforms.Group | None = None,
+    sample_kwargs: dict[str, Any] | None = None,
+    default_prompt: str | None = None,
+    norm_stats: NormStatsDict | None = None,
+) -> PolicyConfig:
+    """Loads the params of a training checkpoint (local, s3://, gs://) and the train config's transforms.
+
+    Norm stats come from `<checkpoint_dir>/assets/<asset_id>/norm_stats.json` unless given; a data config without
+    an asset id (e.g. random debug data) has none and serves unnormalized.
+    """
+    checkpoint_dir = download.maybe_download(str(checkpoint_dir))
+    logger.info("Loading %s params from %s", train_config.name, checkpoint_dir)
+    model = train_config.model.load(_model.restore_params(checkpoint_dir / "params"))
+    data_config = train_config.data.create(train_config.assets_dirs, train_config.model)
+    if norm_stats is None and data_config.asset_id is not None:
+        norm_stats = _checkpoints.load_norm_stats(checkpoint_dir / "assets", data_config.asset_id)
+    return PolicyConfig(
+        model=model,
+        norm_stats=norm_stats,
+        data_transforms=data_config.data_transforms,
+        model_transforms=data_config.model_transforms,
+        repack_transforms=repack_transforms or _transforms.Group(),
+        default_prompt=default_prompt,
+        use_quantile_norm=data_config.use_quantile_norm,
+        sample_kwargs=sample_kwargs,
+        metadata=train_config.policy_metadata,
+    )
+
+
+def create_trained_policy(
+    train_config: _config.TrainConfig,
+    checkpoint_dir: str | os.PathLike,
+    *,
+    repack_transforms: _transforms.Group | None = None,
+    sample_kwargs: dict[str, Any] | None = None,
+    default_prompt: str | None = None,
+    norm_stats: NormStatsDict | None = None,
+) -> _policy.Policy:
+    """The policy of a training checkpoint: its params, the train config's transforms and the checkpoint's norm
+    stats (see `make_policy_config`)."""
+    return create_policy(
+        make_policy_config(
+            train_config,
+            checkpoint_dir,
+            repack_transforms=repack_transforms,
+            sample_kwargs=sample_kwargs,
+            default_prompt=default_prompt,
+            norm_stats=norm_stats,
+        )
+    )
+
+
+def export_trained_policy(
+    train_config: _config.TrainConfig,
+    checkpoint_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    processor: str | None = None,
+    num_steps: int = 10,
+    overwrite: bool = False,
+) -> pathlib.Path:
+    """Exports a training checkpoint (see `exported.export_model`) with its norm stats as processor `processor`
+    (default: the data config's asset id) and the prompt tokenizer of the train config's model transforms."""
+    checkpoint_dir = download.maybe_download(str(checkpoint_dir))
+    params = _model.restore_params(checkpoint_dir / "params")
+    data_config = train_config.data.create(train_config.assets_dirs, train_config.model)
+    if data_config.asset_id is None:
+        raise ValueError(f"config {train_config.name!r}: names no asset id, so its checkpoints carry no norm stats")
+    norm_stats = _checkpoints.load_norm_stats(checkpoint_dir / "assets", data_config.asset_id)
+    tokenizers = [t.tokenizer for t in data_config.model_transforms.inputs if isinstance(t, _transforms.TokenizePrompt)]
+    return _exported.export_model(
+        train_config.model,
+        params,
+        out_dir,
+        processors={processor or data_config.asset_id: norm_stats},
+        num_steps=num_steps,
+        # PaligemmaTokenizer keeps its sentencepiece model only as the processor; its bytes are the model file.
+        tokenizer_model=tokenizers[0]._processor.serialized_model_proto() if tokenizers else None,
+        overwrite=overwrite,
+    )
+
+
+def create_exported_policy(
+    exported_dir: str | os.PathLike,
+    *,
+    data_transforms: _transforms.Group,
+    processor: str | None = None,
+    default_processor: str | None = None,
+    repack_transforms: _transforms.Group | None = None,
+    default_prompt: str | None = None,
+    sample_kwargs: dict[str, Any] | None = None,
+) -> _policy.Policy:
+    """The policy of an exported model (local, s3://, gs://) for a robot whose transforms are `data_transforms`.
+
+    Norm stats come from the processor chosen by `ExportedModel.select_processor(processor, default_processor)`;
+    the model transforms (resize, tokenize, pad) from the model's metadata and tokenizer.
+    """
+    model = _exported.ExportedModel.load(exported_dir)
+    chosen = model.select_processor(processor, default_processor)
+    logger.info("Using processor %r of %s", chosen, exported_dir)
+    return create_policy(
+        PolicyConfig(
+            model=model,
+            norm_stats=model.norm_stats(chosen),
+            data_transforms=data_transforms,
+            model_transforms=model.model_transforms(),
+            repack_transforms=repack_transforms or _transforms.Group(),
+            default_prompt=default_prompt,
+            sample_kwargs=sample_kwargs,
+            metadata={
+                "model_type": model.metadata["model_type"],
+                "action_horizon": model.action_horizon,
+                "processor": chosen,
+            },
+        )
+    )
