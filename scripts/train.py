@@ -120,7 +120,7 @@ def train_step(
     new_state = dataclasses.replace(
         state, step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params
     )
-    info = {"loss": loss, "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(trainable)}
+    info = {"loss": loss, "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(trainable)}
     return new_state, info
 
 

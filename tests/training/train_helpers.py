@@ -1,0 +1,34 @@
+"""Shared helpers of the training tests: isolated data/cache dirs and the train script as a module."""
+
+import dataclasses
+import importlib.util
+import pathlib
+
+import pytest
+
+from openpi.training import config as _config
+
+REPO = pathlib.Path(__file__).parents[2]
+
+
+def load_train_module():
+    spec = importlib.util.spec_from_file_location("openpi_train_script", REPO / "scripts" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def isolate(monkeypatch: pytest.MonkeyPatch, root: pathlib.Path) -> None:
+    """Generated datasets, the debug tokenizer and norm stats go below `root`."""
+    monkeypatch.setenv("HF_LEROBOT_HOME", str(root / "lerobot"))
+    monkeypatch.setenv("OPENPI_DATA_HOME", str(root / "openpi_data"))
+
+
+def debug_config(root: pathlib.Path, name: str = "debug", **overrides) -> _config.TrainConfig:
+    settings = {
+        "exp_name": "test",
+        "checkpoint_base_dir": str(root / "checkpoints"),
+        "assets_base_dir": str(root / "assets"),
+        "log_interval": 1,
+    }
+    return dataclasses.replace(_config.get_config(name), **(settings | overrides))
