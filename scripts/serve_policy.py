@@ -15,6 +15,10 @@ import logging
 import tyro
 
 from openpi import transforms as _transforms
+from openpi.policies import aloha_policy
+from openpi.policies import calvin_policy
+from openpi.policies import droid_policy
+from openpi.policies import libero_policy
 from openpi.policies import policy as _policy
 from openpi.policies import policy_config as _policy_config
 from openpi.serving import websocket_policy_server
@@ -118,10 +122,20 @@ DEFAULT_EXPORTED: dict[EnvMode, Exported] = {
 }
 
 
-def env_data_transforms(env: EnvMode) -> _transforms.Group:
-    """The robot transforms of the env's default policy (its training config's data transforms)."""
-    train_config = _config.get_config(DEFAULT_CHECKPOINT[env].config)
-    return train_config.data.create(train_config.assets_dirs, train_config.model).data_transforms
+_ALOHA_DELTA_MASK = _transforms.make_bool_mask(6, -1, 6, -1)
+
+# The robot transforms of each env's default policy, used with exported models. The exported ALOHA model acts in
+# joint deltas (grippers absolute); all ALOHA models act in the pi runtime's joint space (`adapt_to_pi`).
+ENV_DATA_TRANSFORMS: dict[EnvMode, _transforms.Group] = {
+    EnvMode.ALOHA: _transforms.Group(
+        inputs=[aloha_policy.AlohaInputs(), _transforms.DeltaActions(_ALOHA_DELTA_MASK)],
+        outputs=[_transforms.AbsoluteActions(_ALOHA_DELTA_MASK), aloha_policy.AlohaOutputs()],
+    ),
+    EnvMode.ALOHA_SIM: _transforms.Group(inputs=[aloha_policy.AlohaInputs()], outputs=[aloha_policy.AlohaOutputs()]),
+    EnvMode.DROID: _transforms.Group(inputs=[droid_policy.DroidInputs()], outputs=[droid_policy.DroidOutputs()]),
+    EnvMode.CALVIN: _transforms.Group(inputs=[calvin_policy.CalvinInputs()], outputs=[calvin_policy.CalvinOutputs()]),
+    EnvMode.LIBERO: _transforms.Group(inputs=[libero_policy.LiberoInputs()], outputs=[libero_policy.LiberoOutputs()]),
+}
 
 
 def create_policy(args: Args) -> _policy.Policy:
@@ -134,7 +148,7 @@ def create_policy(args: Args) -> _policy.Policy:
         case Exported(dir=exported_dir, processor=processor):
             return _policy_config.create_exported_policy(
                 exported_dir,
-                data_transforms=env_data_transforms(args.env),
+                data_transforms=ENV_DATA_TRANSFORMS[args.env],
                 processor=processor,
                 default_processor=DEFAULT_EXPORTED[args.env].processor,
                 default_prompt=args.default_prompt,
