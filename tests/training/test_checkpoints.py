@@ -47,7 +47,8 @@ def test_sigkilled_run_resumes_from_last_complete_checkpoint(tmp_path):
     completed = checkpoints.all_steps(run_dir)
     assert completed, "the checkpoint seen before the kill must survive it"
     for step in completed:
-        assert (run_dir / str(step) / "params").is_dir() and (run_dir / str(step) / "train_state").is_dir()
+        assert (run_dir / str(step) / "params").is_dir()
+        assert (run_dir / str(step) / "train_state").is_dir()
 
     resumed = subprocess.run(_train_command(tmp_path, "--resume"), env=env, capture_output=True, timeout=400)
     assert resumed.returncode == 0, resumed.stderr.decode()[-3000:]
