@@ -75,6 +75,7 @@ def test_debug_data_config_tokenizes_offline_aloha_samples(tmp_path, monkeypatch
     assert sample["tokenized_prompt"].max() < config.model.vocab_size
 
 
-def test_resume_and_overwrite_together_are_refused():
-    with pytest.raises(ValueError, match="resume and overwrite"):
+def test_resume_and_overwrite_together_are_refused(capsys):
+    with pytest.raises(SystemExit):
         _config.cli(["debug", "--resume", "--overwrite"])
+    assert "resume and overwrite" in capsys.readouterr().err
