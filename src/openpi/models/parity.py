@@ -12,6 +12,7 @@ import pathlib
 import re
 from typing import Any
 
+import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +21,7 @@ from openpi.models import gemma
 from openpi.models import model as _model
 from openpi.models import pi0
 from openpi.models import siglip
+from openpi.shared import array_typing as at
 
 FLOAT32_ATOL = 1e-4
 # bfloat16 keeps 8 mantissa bits, so results move with the order of accumulation: the original's own bf16 run
@@ -95,27 +97,12 @@ def observation_from_npz(arrays: dict[str, np.ndarray]) -> _model.Observation:
     )
 
 
-def compute_outputs(model: pi0.Pi0, arrays: dict[str, np.ndarray], prefix: str = "out") -> dict[str, np.ndarray]:
-    """Recomputes the fixture's outputs (``<prefix>/...`` names) with the model's own methods."""
-    observation = _model.preprocess_observation(
-        None, observation_from_npz(arrays), train=False, image_resolution=model.image_resolution
-    )
-    noise = jnp.asarray(arrays["in/noise"])
-    actions = jnp.asarray(arrays["in/actions"])
-    time = jnp.asarray(arrays["in/time"])
-    num_steps = int(arrays["in/num_steps"])
-    out: dict[str, Any] = {}
-
-    flow = jax.jit(model.flow_matching)(observation, actions, noise, time)
-    out["compute_loss"] = flow["loss"]
-    out["sample_actions"] = jax.jit(model.sample_actions, static_argnames="num_steps")(
-        jax.random.key(0), observation, num_steps=num_steps, noise=noise
-    )
-    if prefix != "out":
-        return {f"{prefix}/{name}": np.asarray(value) for name, value in out.items()}
-
+def _prefix_and_loss_terms(model: pi0.Pi0, observation, actions, noise, time) -> dict[str, at.Array]:
+    """Every non-iterative intermediate, computed in one program (one compilation)."""
+    flow = model.flow_matching(observation, actions, noise, time)
     tokens, input_mask, ar_mask = model.embed_prefix(observation)
-    out |= {"prefix/tokens": tokens, "prefix/input_mask": input_mask, "prefix/ar_mask": ar_mask}
+    out = {"compute_loss": flow["loss"], "prefix/tokens": tokens, "prefix/input_mask": input_mask}
+    out["prefix/ar_mask"] = ar_mask
     for cam, image in observation.images.items():
         out[f"prefix/image_tokens/{cam}"] = model.PaliGemma.img(image)
     if observation.tokenized_prompt is not None:
@@ -124,27 +111,54 @@ def compute_outputs(model: pi0.Pi0, arrays: dict[str, np.ndarray], prefix: str =
     expert_width = model.action_in_proj.out_features
     out["loss/time_emb"] = pi0.posemb_sincos(time, expert_width, min_period=4e-3, max_period=4.0)
     _, suffix_mask, suffix_ar_mask = model.embed_suffix(observation, flow["x_t"], time)
-    out |= {f"loss/{name}": flow[name] for name in ("x_t", "u_t", "suffix_tokens", "positions", "prefix_out")}
-    out |= {f"loss/{name}": flow[name] for name in ("suffix_out", "v_t")}
-    out |= {
-        "loss/suffix_input_mask": suffix_mask,
-        "loss/suffix_ar_mask": suffix_ar_mask,
-        "loss/per_element": flow["loss"],
-    }
+    for name in ("x_t", "u_t", "suffix_tokens", "positions", "prefix_out", "suffix_out", "v_t"):
+        out[f"loss/{name}"] = flow[name]
+    out["loss/suffix_input_mask"] = suffix_mask
+    out["loss/suffix_ar_mask"] = suffix_ar_mask
+    out["loss/per_element"] = flow["loss"]
 
-    prefix_mask, kv_cache = jax.jit(model.fill_kv_cache)(observation)
-    out["sample/kv_cache_k"], out["sample/kv_cache_v"] = kv_cache
-    batch_size = noise.shape[0]
-    predict = jax.jit(model.predict_velocity)
-    ones = jnp.ones((batch_size,), jnp.float32)
-    step0_tokens, step0_mask, _ = model.embed_suffix(observation, noise, ones)
+    prefix_mask, (out["sample/kv_cache_k"], out["sample/kv_cache_v"]) = model.fill_kv_cache(observation)
+    step0_tokens, step0_mask, _ = model.embed_suffix(observation, noise, jnp.ones(noise.shape[:1], jnp.float32))
     out["sample/step0/suffix_tokens"] = step0_tokens
     out["sample/step0/positions"] = pi0.suffix_positions(prefix_mask, step0_mask)
+    out["prefix_mask"] = prefix_mask
+    return out
+
+
+def compute_outputs(model: pi0.Pi0, arrays: dict[str, np.ndarray], prefix: str = "out") -> dict[str, np.ndarray]:
+    """Recomputes the fixture's outputs (``<prefix>/...`` names) with the model's own methods."""
+    graphdef, state = nnx.split(model)
+
+    def run(method):
+        """``method(model, ...)`` jitted with the params as an argument (not baked-in constants)."""
+        return jax.jit(lambda state, *args: method(nnx.merge(graphdef, state), *args))
+
+    observation = _model.preprocess_observation(
+        None, observation_from_npz(arrays), train=False, image_resolution=model.image_resolution
+    )
+    noise = jnp.asarray(arrays["in/noise"])
+    actions = jnp.asarray(arrays["in/actions"])
+    time = jnp.asarray(arrays["in/time"])
+    num_steps = int(arrays["in/num_steps"])
+    sample = run(lambda m, obs, noise: m.sample_actions(jax.random.key(0), obs, num_steps=num_steps, noise=noise))
+    out: dict[str, Any] = {"sample_actions": sample(state, observation, noise)}
+    if prefix != "out":
+        loss = run(lambda m, *args: m.flow_matching(*args)["loss"])(state, observation, actions, noise, time)
+        return {
+            f"{prefix}/compute_loss": np.asarray(loss),
+            f"{prefix}/sample_actions": np.asarray(out["sample_actions"]),
+        }
+
+    out |= run(_prefix_and_loss_terms)(state, observation, actions, noise, time)
+    prefix_mask = out.pop("prefix_mask")
+    kv_cache = (out["sample/kv_cache_k"], out["sample/kv_cache_v"])
+    predict = run(lambda m, *args: m.predict_velocity(*args))
+    batch_size = noise.shape[0]
     x_t, t = noise, jnp.float32(1.0)
     dt = -1.0 / num_steps
     xs, vs, ts = [], [], []
     for _ in range(num_steps):
-        v_t = predict(observation, prefix_mask, kv_cache, x_t, jnp.broadcast_to(t, batch_size))
+        v_t = predict(state, observation, prefix_mask, kv_cache, x_t, jnp.broadcast_to(t, batch_size))
         xs.append(x_t)
         vs.append(v_t)
         ts.append(t)
