@@ -9,11 +9,13 @@ prefix keys/values at every step.
 
 import dataclasses
 import re
+from typing import Annotated, TypeAlias, TypeVar
 
 import einops
 import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
+import tyro
 
 from openpi.models import gemma
 from openpi.models import model as _model
@@ -61,20 +63,25 @@ class PathRegex:
         return f"PathRegex({self.pattern.pattern!r})"
 
 
+T = TypeVar("T")
+# A variant is a name or an explicit config; on the command line it is a plain name flag.
+_VariantFlag: TypeAlias = Annotated[str | T, tyro.conf.arg(constructor=str)]
+
+
 @dataclasses.dataclass(frozen=True)
 class Pi0Config(_model.BaseModelConfig):
     """pi0 sizes. Variants are names (``gemma.VARIANTS``, ``"So400m/14"``) or explicit configs for custom dims."""
 
     dtype: str = "bfloat16"
-    paligemma_variant: str | gemma.Config = "gemma_2b"
-    action_expert_variant: str | gemma.Config = "gemma_300m"
+    paligemma_variant: _VariantFlag[gemma.Config] = "gemma_2b"
+    action_expert_variant: _VariantFlag[gemma.Config] = "gemma_300m"
 
     action_dim: int = 32
     action_horizon: int = 50
     max_token_len: int = 48
 
     # Not in the original config (there fixed): vision tower, vocabulary, image size, activation recompute.
-    vision_variant: str | siglip.Config = "So400m/14"
+    vision_variant: _VariantFlag[siglip.Config] = "So400m/14"
     vocab_size: int = gemma.PALIGEMMA_VOCAB_SIZE
     image_resolution: tuple[int, int] = _model.IMAGE_RESOLUTION
     remat: bool = True
