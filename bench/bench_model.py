@@ -1,0 +1,113 @@
+"""pi0 model benchmark: compile time and warm latency of ``sample_actions`` and of a ``compute_loss`` gradient step.
+
+    uv run bench/bench_model.py                                   # the full table (takes a while on CPU)
+    uv run bench/bench_model.py --configs dummy --dtypes float32 --sample-batch-sizes 1 --grad-batch-sizes
+
+Configs: ``dummy`` (full So400m/14 SigLIP, tiny Gemma experts) and ``gemma_300m`` (both experts gemma_300m-sized).
+Prints one row per measurement plus peak RSS, and appends nothing anywhere: copy figures into bench/RESULTS.md.
+"""
+
+import dataclasses
+import functools
+import platform
+import statistics
+import time
+
+import flax.nnx as nnx
+import jax
+import jax.numpy as jnp
+import psutil
+import tyro
+
+from openpi.models import pi0
+from openpi.shared import compilation_cache
+
+CONFIGS = {
+    "dummy": {"paligemma_variant": "dummy", "action_expert_variant": "dummy"},
+    "gemma_300m": {"paligemma_variant": "gemma_300m", "action_expert_variant": "gemma_300m"},
+}
+
+
+@dataclasses.dataclass
+class Args:
+    configs: tuple[str, ...] = ("dummy", "gemma_300m")
+    dtypes: tuple[str, ...] = ("bfloat16", "float32")
+    sample_batch_sizes: tuple[int, ...] = (1, 8)
+    grad_batch_sizes: tuple[int, ...] = (2, 8)
+    repeats: int = 3
+    """Warm calls per measurement (the median is reported)."""
+    remat: bool = True
+    """Recompute activations in the backward pass (the original always does); False trades memory for speed."""
+    compilation_cache: bool = False
+    """Use the persistent compilation cache (then 'compile' shows a warm-cache start)."""
+
+
+def _timed(fn, *args) -> float:
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start
+
+
+def _measure(fn, args: tuple, repeats: int) -> tuple[float, float]:
+    first = _timed(fn, *args)
+    warm = [_timed(fn, *args) for _ in range(repeats)]
+    median = statistics.median(warm)
+    return first - median, median  # compile time ~ first call minus a warm call
+
+
+def bench_config(name: str, dtype: str, args: Args) -> list[tuple[str, int, float, float]]:
+    config = pi0.Pi0Config(dtype=dtype, remat=args.remat, **CONFIGS[name])
+    model = config.create(jax.random.key(0))
+    graphdef, state = nnx.split(model)
+    rows = []
+
+    @jax.jit
+    def sample(state, observation):
+        return nnx.merge(graphdef, state).sample_actions(jax.random.key(1), observation)
+
+    @functools.partial(jax.jit, donate_argnums=())
+    def grad_step(state, observation, actions):
+        def loss_fn(state):
+            loss = nnx.merge(graphdef, state).compute_loss(jax.random.key(2), observation, actions, train=True)
+            return jnp.mean(loss)
+
+        return jax.value_and_grad(loss_fn)(state)
+
+    for batch_size in args.sample_batch_sizes:
+        compile_s, warm_s = _measure(sample, (state, config.fake_obs(batch_size)), args.repeats)
+        rows.append(("sample_actions", batch_size, compile_s, warm_s))
+        _print_row(name, dtype, *rows[-1])
+    for batch_size in args.grad_batch_sizes:
+        inputs = (state, config.fake_obs(batch_size), config.fake_act(batch_size))
+        compile_s, warm_s = _measure(grad_step, inputs, args.repeats)
+        rows.append(("grad_step", batch_size, compile_s, warm_s))
+        _print_row(name, dtype, *rows[-1])
+    return rows
+
+
+def _print_row(name, dtype, what, batch_size, compile_s, warm_s):
+    rss_gib = psutil.Process().memory_info().rss / 2**30
+    print(
+        f"{name:<11} {dtype:<9} {what:<15} batch {batch_size:<2} compile {compile_s:7.2f} s  "
+        f"warm {warm_s:7.3f} s  rss {rss_gib:5.2f} GiB",
+        flush=True,
+    )
+
+
+def main(args: Args) -> None:
+    if args.compilation_cache:
+        compilation_cache.enable()
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({platform.processor() or platform.machine()}), "
+          f"{psutil.cpu_count()} cpus, remat={args.remat}")
+    for name in args.configs:
+        for dtype in args.dtypes:
+            bench_config(name, dtype, args)
+    peak = getattr(psutil.Process().memory_full_info(), "uss", 0) / 2**30
+    import resource  # noqa: PLC0415
+
+    max_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"peak RSS {max_rss_gib:.2f} GiB (current USS {peak:.2f} GiB)")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
