@@ -260,8 +260,9 @@ def test_observation_from_dict_converts_uint8_images_and_requires_keys():
         "image_mask": {"base_0_rgb": np.array([True])},
         "state": np.zeros((1, 8), np.float32),
     }
-    observation = _model.Observation.from_dict(data)
+    observation = _model.Observation.from_dict(data | {"state": np.zeros((1, 8), np.float64)})
     np.testing.assert_allclose(observation.images["base_0_rgb"][0, 0, 0], [-1.0, 1.0, -0.6], atol=1e-6)
+    assert observation.state.dtype == np.float32
     with pytest.raises(ValueError, match="missing key 'state'"):
         _model.Observation.from_dict({"image": {}, "image_mask": {}})
     with pytest.raises(ValueError, match="tokenized_prompt_mask"):

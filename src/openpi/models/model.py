@@ -67,7 +67,8 @@ class Observation(Generic[ArrayT]):
         return cls(
             images=images,
             image_masks=dict(data["image_mask"]),
-            state=data["state"],
+            # Normalization yields float64 (the stats are float64); the model computes in float32 or below.
+            state=data["state"].astype(np.float32),
             tokenized_prompt=data.get("tokenized_prompt"),
             tokenized_prompt_mask=data.get("tokenized_prompt_mask"),
             token_ar_mask=data.get("token_ar_mask"),
