@@ -8,7 +8,7 @@ import pytest
 from openpi import transforms
 from openpi.shared import normalize
 
-REFERENCE = pathlib.Path("/work/shared/reference")
+REFERENCE = pathlib.Path(__file__).parents[2] / "shared" / "reference"
 
 
 @pytest.fixture(scope="module")

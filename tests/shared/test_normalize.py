@@ -8,7 +8,7 @@ import pytest
 
 from openpi.shared import normalize
 
-REFERENCE = pathlib.Path("/work/shared/reference")
+REFERENCE = pathlib.Path(__file__).parents[3] / "shared" / "reference"
 KEYS = ("state", "actions")
 
 
