@@ -125,3 +125,11 @@ def test_tokenize_prompt_falls_back_to_default_prompt(model_path):
         transforms.TokenizePrompt(tokenizer)({"state": np.zeros(3)})
     with pytest.raises(TypeError, match="prompt: expected a string, got int"):
         transforms.TokenizePrompt(tokenizer)({"prompt": 3})
+
+
+def test_model_proto_round_trips_the_sentencepiece_model(model_path, tmp_path):
+    original = _tokenizer.PaligemmaTokenizer(16, path=model_path)
+    copy_path = tmp_path / "copy.model"
+    copy_path.write_bytes(original.model_proto())
+    copy = _tokenizer.PaligemmaTokenizer(16, path=copy_path)
+    np.testing.assert_array_equal(copy.tokenize("fold the towel")[0], original.tokenize("fold the towel")[0])

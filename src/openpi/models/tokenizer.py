@@ -34,6 +34,10 @@ class PaligemmaTokenizer:
     def max_len(self) -> int:
         return self._max_len
 
+    def model_proto(self) -> bytes:
+        """The serialized sentencepiece model, e.g. to ship it inside an exported policy."""
+        return self._processor.serialized_model_proto()
+
     def tokenize(self, prompt: str) -> tuple[np.ndarray, np.ndarray]:
         """Returns `(tokens int32 [max_len], mask bool [max_len])`; padding is token 0 with mask False."""
         cleaned = prompt.strip().replace("_", " ").replace("\n", " ")

@@ -147,8 +147,7 @@ def export_trained_policy(
         out_dir,
         processors={processor or data_config.asset_id: norm_stats},
         num_steps=num_steps,
-        # PaligemmaTokenizer keeps its sentencepiece model only as the processor; its bytes are the model file.
-        tokenizer_model=tokenizers[0]._processor.serialized_model_proto() if tokenizers else None,
+        tokenizer_model=tokenizers[0].model_proto() if tokenizers else None,
         overwrite=overwrite,
     )
 
