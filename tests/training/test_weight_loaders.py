@@ -1,0 +1,148 @@
+"""Weight loaders: the original tiny checkpoint from a local path and from S3 (a local moto server), LoRA
+adapters kept freshly initialised, mismatched shapes refused naming the param."""
+
+import dataclasses
+import json
+import pathlib
+
+import boto3
+import flax.nnx as nnx
+import flax.traverse_util
+import jax
+import jax.numpy as jnp
+from moto.server import ThreadedMotoServer
+import numpy as np
+import pytest
+
+from openpi.models import gemma
+from openpi.models import lora
+from openpi.models import parity
+from openpi.training import config as _config
+from openpi.training import weight_loaders
+
+from . import train_helpers
+
+REFERENCE = pathlib.Path(__file__).parents[3] / "shared" / "reference"
+CHECKPOINT = REFERENCE / "pi0_tiny_openpi_ckpt"
+train = train_helpers.load_train_module()
+
+
+def _reference_model(**overrides):
+    """The model config of the reference checkpoint (written by the original openpi)."""
+    config = parity.config_from_fixture(json.loads((REFERENCE / "pi0_tiny_parity.json").read_text()))
+    return dataclasses.replace(config, **overrides)
+
+
+def _expected_params() -> dict[str, np.ndarray]:
+    with np.load(REFERENCE / "pi0_tiny_parity.npz") as npz:
+        return {key.removeprefix("params/"): npz[key] for key in npz.files if key.startswith("params/")}
+
+
+def _abstract_params(model_config) -> dict:
+    return jax.eval_shape(lambda: nnx.state(model_config.create(jax.random.key(0))).to_pure_dict())
+
+
+def _flat(tree: dict) -> dict:
+    return flax.traverse_util.flatten_dict(tree, sep="/")
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def anonymous_s3(s3_endpoint, tmp_path, monkeypatch) -> str:
+    """The reference checkpoint in a public bucket of the moto server; returns its params URL. The code under
+    test reaches it anonymously through `AWS_ENDPOINT_URL_S3`, with an empty download cache."""
+    admin = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    admin.create_bucket(Bucket="openpi-assets")
+    for path in CHECKPOINT.rglob("*"):
+        if path.is_file():
+            key = f"checkpoints/pi0_tiny/{path.relative_to(CHECKPOINT).as_posix()}"
+            admin.upload_file(str(path), "openpi-assets", key, ExtraArgs={"ACL": "public-read"})
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    monkeypatch.setenv("OPENPI_DATA_HOME", str(tmp_path / "cache"))
+    return "s3://openpi-assets/checkpoints/pi0_tiny/params"
+
+
+def _assert_reference_values(loaded: dict) -> None:
+    expected = _expected_params()
+    flat = _flat(loaded)
+    assert flat.keys() == expected.keys()
+    for path, value in expected.items():
+        np.testing.assert_array_equal(np.asarray(flat[path]), value, err_msg=path)
+
+
+def test_checkpoint_loader_reads_every_param_from_a_local_checkpoint():
+    loader = weight_loaders.CheckpointWeightLoader(str(CHECKPOINT / "params"))
+    _assert_reference_values(loader.load(_abstract_params(_reference_model())))
+
+
+def test_checkpoint_loader_reads_every_param_from_s3(anonymous_s3, tmp_path):
+    loaded = weight_loaders.CheckpointWeightLoader(anonymous_s3).load(_abstract_params(_reference_model()))
+    _assert_reference_values(loaded)
+    assert any((tmp_path / "cache" / "openpi-assets").rglob("*")), "the checkpoint lands in the download cache"
+
+
+def test_train_state_takes_checkpoint_params_and_keeps_lora_adapters_fresh(tmp_path):
+    adapters = (("attn", lora.LoRAConfig(rank=4, alpha=4.0)), ("ffn", lora.LoRAConfig(rank=4, alpha=4.0)))
+    variant = dataclasses.replace(gemma.get_config("dummy"), lora_configs=adapters)
+    model = _reference_model(paligemma_variant=variant, action_expert_variant=variant)
+    config = _config.TrainConfig(
+        name="weight_loader_test",
+        exp_name="test",
+        model=model,
+        weight_loader=weight_loaders.CheckpointWeightLoader(str(CHECKPOINT / "params")),
+        freeze_filter=model.get_freeze_filter(),
+        ema_decay=None,
+        checkpoint_base_dir=str(tmp_path),
+    )
+    rng = jax.random.key(7)
+    state, _ = train.init_train_state(config, rng, train.sharding.make_mesh(1))
+    params = _flat(jax.device_get(state.params.to_pure_dict()))
+    fresh = _flat(jax.device_get(nnx.state(model.create(rng)).to_pure_dict()))
+    expected = _expected_params()
+
+    lora_paths = {path for path in params if "lora" in path}
+    assert lora_paths
+    assert lora_paths == params.keys() - expected.keys()
+    for path in lora_paths:
+        # Initialised under jit in training, eagerly here: equal up to float32 rounding.
+        np.testing.assert_allclose(params[path], fresh[path], rtol=1e-6, atol=1e-8, err_msg=path)
+    for path, value in expected.items():
+        # Frozen base weights are kept in bfloat16; trainable ones keep their dtype.
+        np.testing.assert_array_equal(params[path], value.astype(params[path].dtype), err_msg=path)
+    assert params["PaliGemma/llm/layers/attn/q_einsum/w"].dtype == jnp.bfloat16
+
+
+def test_checkpoint_loader_refuses_mismatched_shapes_naming_the_param():
+    loader = weight_loaders.CheckpointWeightLoader(str(CHECKPOINT / "params"))
+    with pytest.raises(
+        ValueError, match=r"shape of state_proj/kernel: model expects \(16, 64\), checkpoint has \(32, 64\)"
+    ):
+        loader.load(_abstract_params(_reference_model(action_dim=16)))
+
+
+def test_checkpoint_loader_refuses_missing_params_unless_allowed():
+    variant = dataclasses.replace(gemma.get_config("dummy"), lora_configs=(("attn", lora.LoRAConfig(rank=2)),))
+    params = _abstract_params(_reference_model(action_expert_variant=variant))
+    strict = weight_loaders.CheckpointWeightLoader(str(CHECKPOINT / "params"), missing_regex="$^")
+    with pytest.raises(ValueError, match=r"missing PaliGemma/llm/layers/attn/q_einsum_1/lora_a"):
+        strict.load(params)
+    loaded = weight_loaders.CheckpointWeightLoader(str(CHECKPOINT / "params")).load(params)
+    assert isinstance(_flat(loaded)["PaliGemma/llm/layers/attn/q_einsum_1/lora_a"], jax.ShapeDtypeStruct)
