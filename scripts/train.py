@@ -10,9 +10,12 @@ import dataclasses
 import functools
 import json
 import logging
+import netrc
 import os
 import pathlib
 from typing import Any
+import urllib.parse
+import uuid
 
 from flax import traverse_util
 import flax.nnx as nnx
@@ -37,6 +40,7 @@ logger = logging.getLogger("openpi.train")
 
 METRICS_FILE = "metrics.jsonl"
 LOSS_CURVE_FILE = "loss_curve.png"
+WANDB_ID_FILE = "wandb_id.txt"
 
 
 def init_logging() -> None:
@@ -190,21 +194,34 @@ class MetricsLog:
         os.replace(tmp, self._curve)
 
 
+def wandb_has_credentials() -> bool:
+    """Whether wandb could log in without asking: `WANDB_API_KEY`, or a netrc entry for the wandb host."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urllib.parse.urlsplit(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    path = pathlib.Path(os.environ.get("NETRC", pathlib.Path.home() / ".netrc"))
+    try:
+        return netrc.netrc(path).authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
 def _init_wandb(config: _config.TrainConfig, checkpoint_dir: pathlib.Path, *, resuming: bool):
-    """A wandb run resumed under the id stored in the checkpoint dir; offline without credentials. None when
-    disabled, not installed, or not process 0."""
+    """A wandb run in `<checkpoint_dir>/wandb`, resumed under the id stored in `wandb_id.txt`. Without
+    credentials it runs offline (sync later with `wandb sync`), so it never prompts; `WANDB_MODE` overrides.
+    None when disabled or not process 0."""
     if not config.wandb_enabled or jax.process_index() != 0:
         return None
-    try:
-        import wandb
-    except ImportError:
-        logger.warning("wandb_enabled, but wandb is not installed; logging to %s only", METRICS_FILE)
-        return None
-    id_file = checkpoint_dir / "wandb_id.txt"
-    run_id = id_file.read_text().strip() if resuming and id_file.exists() else wandb.util.generate_id()
-    id_file.write_text(run_id)
-    has_credentials = bool(os.environ.get("WANDB_API_KEY")) or (pathlib.Path.home() / ".netrc").exists()
-    mode = os.environ.get("WANDB_MODE") or ("online" if has_credentials else "offline")
+    import wandb
+
+    id_file = checkpoint_dir / WANDB_ID_FILE
+    run_id = id_file.read_text().strip() if resuming and id_file.exists() else uuid.uuid4().hex[:8]
+    tmp = id_file.with_name(f".{id_file.name}.tmp")
+    tmp.write_text(run_id)
+    os.replace(tmp, id_file)
+    mode = os.environ.get("WANDB_MODE") or ("online" if wandb_has_credentials() else "offline")
+    if mode == "offline":
+        logger.info("wandb: no credentials, logging offline to %s (upload with `wandb sync`)", checkpoint_dir)
     return wandb.init(
         id=run_id,
         resume="allow",
@@ -220,6 +237,7 @@ def _init_wandb(config: _config.TrainConfig, checkpoint_dir: pathlib.Path, *, re
         },
         dir=str(checkpoint_dir),
         mode=mode,
+        settings=wandb.Settings(silent=True, console="off"),
     )
 
 

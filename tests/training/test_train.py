@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import types
 
 import jax
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from openpi.models import model as _model
 from openpi.shared import normalize
+from openpi.training import checkpoints as _checkpoints
 from openpi.training import optimizer as _optimizer
 
 from . import train_helpers
@@ -26,24 +28,48 @@ def _leaves(state) -> list[np.ndarray]:
     return [np.asarray(jax.device_get(leaf), np.float32) for leaf in jax.tree.leaves(state)]
 
 
-def test_resume_gives_the_same_params_as_uninterrupted_training(root):
-    straight = train.main(train_helpers.debug_config(root, exp_name="straight", num_train_steps=6))
-    train.main(train_helpers.debug_config(root, exp_name="split", num_train_steps=3))
-    resumed = train.main(train_helpers.debug_config(root, exp_name="split", num_train_steps=6, resume=True))
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One set of debug runs shared by the tests below: 6 steps straight, and 3 steps + a refused restart +
+    `--resume` to 6 steps, the latter logging to wandb without credentials (offline, no network)."""
+    root = tmp_path_factory.mktemp("runs")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        train_helpers.isolate(monkeypatch, root)
+        for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("NETRC", str(root / "no-netrc"))
+        straight_config = train_helpers.debug_config(root, exp_name="straight", num_train_steps=6)
+        straight = train.main(straight_config)
+        split_config = train_helpers.debug_config(root, exp_name="split", num_train_steps=3, wandb_enabled=True)
+        train.main(split_config)
+        wandb_id = (split_config.checkpoint_dir / train.WANDB_ID_FILE).read_text()
+        with pytest.raises(FileExistsError) as refused:
+            train.main(dataclasses.replace(split_config, num_train_steps=6))
+        resumed = train.main(dataclasses.replace(split_config, num_train_steps=6, resume=True))
+    return types.SimpleNamespace(
+        straight=straight,
+        straight_config=straight_config,
+        resumed=resumed,
+        split_config=split_config,
+        first_wandb_id=wandb_id,
+        refused=refused.value,
+    )
 
-    assert int(resumed.step) == int(straight.step) == 6
+
+def test_resume_gives_the_same_params_as_uninterrupted_training(runs):
+    assert int(runs.resumed.step) == int(runs.straight.step) == 6
     # Same data order, noise and optimizer state: equal up to float32 rounding.
     for name in ("params", "ema_params", "opt_state"):
-        for a, b in zip(_leaves(getattr(straight, name)), _leaves(getattr(resumed, name)), strict=True):
+        straight, resumed = _leaves(getattr(runs.straight, name)), _leaves(getattr(runs.resumed, name))
+        for a, b in zip(straight, resumed, strict=True):
             np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-6, err_msg=name)
 
 
-def test_checkpoint_holds_ema_params_readable_by_restore_params_and_norm_stats(root):
-    config = train_helpers.debug_config(root, num_train_steps=3)
-    state = train.main(config)
-    step_dir = config.checkpoint_dir / "2"
+def test_checkpoint_holds_ema_params_readable_by_restore_params_and_norm_stats(runs):
+    config = runs.straight_config
+    step_dir = config.checkpoint_dir / "5"
     params = _model.restore_params(step_dir / "params", restore_type=np.ndarray)
-    expected = jax.device_get(state.ema_params.to_pure_dict())
+    expected = jax.device_get(runs.straight.ema_params.to_pure_dict())
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(expected), strict=True):
         np.testing.assert_array_equal(a, b)
     config.model.load(params)
@@ -52,17 +78,41 @@ def test_checkpoint_holds_ema_params_readable_by_restore_params_and_norm_stats(r
     assert stats["state"].mean.shape == (14,)
     assert (config.checkpoint_dir / "loss_curve.png").stat().st_size > 0
     logged = [json.loads(line) for line in (config.checkpoint_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in logged] == [0, 1, 2]
+    assert [r["step"] for r in logged] == [0, 1, 2, 3, 4, 5]
+    assert all(np.isfinite(r["loss"]) and r["learning_rate"] > 0 for r in logged)
 
 
-def test_existing_run_needs_overwrite_or_resume(root):
-    config = train_helpers.debug_config(root, num_train_steps=1)
-    train.main(config)
-    with pytest.raises(FileExistsError, match=r"--overwrite.*--resume"):
-        train.main(config)
-    train.main(dataclasses.replace(config, overwrite=True))
+def test_resumed_run_continues_its_metrics_log(runs):
+    run_dir = runs.split_config.checkpoint_dir
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [0, 1, 2, 3, 4, 5]
+
+
+def test_existing_run_needs_overwrite_or_resume(runs, tmp_path):
+    assert "--overwrite" in str(runs.refused)
+    assert "--resume" in str(runs.refused)
     with pytest.raises(ValueError, match="resume and overwrite"):
-        dataclasses.replace(config, overwrite=True, resume=True)
+        dataclasses.replace(runs.split_config, overwrite=True, resume=True)
+    run_dir = tmp_path / "run"
+    (run_dir / "0").mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text("{}")
+    manager, resuming = _checkpoints.initialize_checkpoint_dir(run_dir, keep_period=None, overwrite=True, resume=False)
+    manager.close()
+    assert not resuming
+    assert run_dir.is_dir()
+    assert list(run_dir.iterdir()) == []
+
+
+def test_wandb_without_credentials_logs_offline_and_resumes_the_same_run(runs):
+    run_dir = runs.split_config.checkpoint_dir
+    run_id = (run_dir / train.WANDB_ID_FILE).read_text()
+    assert run_id == runs.first_wandb_id
+    offline_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    # The first half and the resumed half: two local runs under the same id, merged by `wandb sync`.
+    assert len(offline_runs) == 2
+    for path in offline_runs:
+        assert path.name.endswith(f"-{run_id}")
+        assert (path / f"run-{run_id}.wandb").stat().st_size > 0
 
 
 def test_lora_training_changes_only_adapters_and_unfrozen_layers(root):
