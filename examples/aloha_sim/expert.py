@@ -21,6 +21,10 @@ _ARM_JOINTS = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wri
 # Midpoint between the finger pads in the gripper link's frame (fingers slide along y, point along x).
 _PINCH_POINT = np.array([0.13, 0.0, 0.0])
 GRIPPER_OPEN, GRIPPER_CLOSED = 1.0, 0.0
+# Inverse kinematics: how strongly each arm joint is pulled towards 0 (forearm roll and wrist rotate only).
+_IK_ROLL_PULL = np.array([0.0, 0.0, 0.0, 1e-3, 0.0, 1e-3])
+_IK_POLISH_ITERATIONS = 10
+_IK_POLISH_DAMPING = 1e-2
 
 
 def _rotation(approach: np.ndarray, closing: np.ndarray) -> np.ndarray:
@@ -75,8 +79,8 @@ class ArmKinematics:
         target_quat = _quat(rotation)
         jac_pos, jac_rot = np.zeros((3, self._model.nv)), np.zeros((3, self._model.nv))
         error = np.zeros(6)
-        damping = 1e-4 * np.eye(6)
-        for _ in range(iterations):
+        damping = 1e-4
+        for iteration in range(iterations):
             current_pos, current_rot = self.forward(joints)
             error[:3] = position - current_pos
             mujoco.mju_subQuat(error[3:], target_quat, _quat(current_rot))
@@ -87,7 +91,15 @@ class ArmKinematics:
             jacobian = np.concatenate([jac_pos[:, self._dof_ids], jac_rot[:, self._dof_ids]])
             # The rotation error is expressed in the current gripper frame; the Jacobian's rows in the world frame.
             error[3:] = current_rot @ error[3:]
-            step = jacobian.T @ np.linalg.solve(jacobian @ jacobian.T + damping, error)
+            # Damped least squares with a weak pull of the forearm roll and wrist rotate towards 0: near the wrist
+            # singularity (wrist angle ~0) only their sum is determined, and without the pull they wander off to
+            # ±pi in opposite directions, so plans would end in one of three equivalent wrist postures at random.
+            # The last iterations drop the pull, so that it leaves no error behind, with more damping, so that they
+            # stay near the posture the pull chose.
+            polish = iteration >= iterations - _IK_POLISH_ITERATIONS
+            pull = 0.0 * _IK_ROLL_PULL if polish else _IK_ROLL_PULL
+            normal = jacobian.T @ jacobian + np.diag(pull) + (_IK_POLISH_DAMPING if polish else damping) * np.eye(6)
+            step = np.linalg.solve(normal, jacobian.T @ error - pull * joints)
             joints = np.clip(joints + step, self._lower, self._upper)
         return joints
 
