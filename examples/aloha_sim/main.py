@@ -12,6 +12,7 @@ import pathlib
 
 import env as _env
 import saver as _saver
+import tqdm
 import tyro
 
 from openpi_client import action_chunk_broker
@@ -53,10 +54,11 @@ class Args:
 
 
 class _EpisodeResults(_subscriber.Subscriber):
-    """Records whether each episode succeeded, as the environment reports it at the episode's end."""
+    """Records whether each episode succeeded, as the environment reports it at the episode's end; shows progress."""
 
-    def __init__(self, environment: _env.AlohaSimEnvironment) -> None:
+    def __init__(self, environment: _env.AlohaSimEnvironment, progress: tqdm.tqdm) -> None:
         self._environment = environment
+        self._progress = progress
         self.successes: list[bool] = []
         self.lengths: list[int] = []
 
@@ -65,9 +67,13 @@ class _EpisodeResults(_subscriber.Subscriber):
 
     def on_step(self, observation: dict, action: dict) -> None:
         self.lengths[-1] += 1
+        if self.lengths[-1] % 50 == 0:
+            self._progress.set_postfix(successes=sum(self.successes), step=self.lengths[-1])
 
     def on_episode_end(self) -> None:
         self.successes.append(self._environment.episode_succeeded)
+        self._progress.set_postfix(successes=sum(self.successes))
+        self._progress.update()
         logger.info(
             "Episode %d: %s after %d steps (success rate so far %d/%d)",
             len(self.successes) - 1,
@@ -88,16 +94,17 @@ def run_episodes(policy: _base_policy.BasePolicy, args: Args) -> list[bool]:
         resolution=args.resolution,
         shadows=args.shadows,
     )
-    results = _EpisodeResults(environment)
-    runtime = _runtime.Runtime(
-        environment=environment,
-        agent=_policy_agent.PolicyAgent(
-            policy=action_chunk_broker.ActionChunkBroker(policy=policy, action_horizon=args.action_horizon)
-        ),
-        subscribers=[_saver.VideoSaver(args.out_dir), results],
-        num_episodes=args.num_episodes,
-    )
-    runtime.run()
+    with tqdm.tqdm(total=args.num_episodes, desc="Episodes", unit="episode") as progress:
+        results = _EpisodeResults(environment, progress)
+        runtime = _runtime.Runtime(
+            environment=environment,
+            agent=_policy_agent.PolicyAgent(
+                policy=action_chunk_broker.ActionChunkBroker(policy=policy, action_horizon=args.action_horizon)
+            ),
+            subscribers=[_saver.VideoSaver(args.out_dir), results],
+            num_episodes=args.num_episodes,
+        )
+        runtime.run()
     return results.successes
 
 
