@@ -436,6 +436,8 @@ class TrainConfig:
 
     # Devices each param is sharded over (FSDP); the rest of the devices run data parallel.
     fsdp_devices: int = 1
+    # Params smaller than this stay replicated under FSDP (splitting small arrays costs more than it saves).
+    fsdp_min_param_bytes: int = 4 * 2**20
 
     @property
     def assets_dirs(self) -> pathlib.Path:
@@ -523,6 +525,44 @@ def _debug_config(name: str, **overrides) -> TrainConfig:
         "wandb_enabled": False,
     }
     return TrainConfig(**(settings | overrides))
+
+
+# The small pi0 of the ALOHA sim demo: ~1M parameters, 96x96 images in 8x8 patches of 12 pixels.
+ALOHA_SIM_DEMO_MODEL = pi0.Pi0Config(
+    dtype="float32",
+    paligemma_variant=gemma.Config(width=64, depth=2, mlp_dim=128, num_heads=4, num_kv_heads=1, head_dim=16),
+    action_expert_variant=gemma.Config(width=64, depth=2, mlp_dim=128, num_heads=4, num_kv_heads=1, head_dim=16),
+    vision_variant=siglip.Config(width=64, depth=2, mlp_dim=128, num_heads=4, patch_size=(12, 12)),
+    vocab_size=128,
+    image_resolution=(96, 96),
+    action_horizon=20,
+    max_token_len=24,
+    remat=False,
+)
+assert ALOHA_SIM_DEMO_MODEL.vocab_size >= debug_data.TOKENIZER_VOCAB_SIZE
+
+
+def _aloha_sim_demo_data(*, adapt_to_pi: bool, tokenizer: Literal["paligemma", "debug"]) -> LeRobotAlohaDataConfig:
+    """The demo's generated dataset (top camera, absolute joint actions, prompt from the task), read locally."""
+    return LeRobotAlohaDataConfig(
+        repo_id="openpi/aloha_sim_demo",
+        use_delta_joint_actions=False,
+        adapt_to_pi=adapt_to_pi,
+        repack_transforms=_transforms.Group(
+            inputs=[
+                _transforms.RepackTransform(
+                    {
+                        "images": {"cam_high": "observation.images.cam_high"},
+                        "state": "observation.state",
+                        "actions": "action",
+                        "prompt": "prompt",
+                    }
+                )
+            ]
+        ),
+        tokenizer=tokenizer,
+        base_config=DataConfig(prompt_from_task=True, local_files_only=True),
+    )
 
 
 # Use `get_config(name)` to look a config up.
@@ -631,6 +671,34 @@ _CONFIGS = [
     # Starts from the last checkpoint of a `debug` run.
     _debug_config(
         "debug_restore", weight_loader=weight_loaders.CheckpointWeightLoader("./checkpoints/debug/debug/9/params")
+    ),
+    #
+    # The ALOHA sim demo (examples/aloha_sim/demo.py): scripted transfer-cube demos at
+    # `$HF_LEROBOT_HOME/openpi/aloha_sim_demo`, made by the demo or examples/aloha_sim/generate_data.py.
+    #
+    # A small pi0 trained from scratch in minutes on a CPU, offline (character tokenizer).
+    TrainConfig(
+        name="pi0_aloha_sim_demo",
+        model=ALOHA_SIM_DEMO_MODEL,
+        data=_aloha_sim_demo_data(adapt_to_pi=False, tokenizer="debug"),
+        batch_size=32,
+        num_train_steps=3_000,
+        lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=100, peak_lr=1e-3, decay_steps=3_000, decay_lr=5e-5),
+        log_interval=50,
+        save_interval=500,
+        keep_period=None,
+        wandb_enabled=False,
+    ),
+    # Full-size pi0 fine-tuned from pi0_base (downloads the weights and the PaliGemma tokenizer): a GPU.
+    TrainConfig(
+        name="pi0_aloha_sim_demo_full",
+        data=_aloha_sim_demo_data(adapt_to_pi=True, tokenizer="paligemma"),
+        weight_loader=weight_loaders.CheckpointWeightLoader(PI0_BASE_PARAMS),
+        num_train_steps=5_000,
+        lr_schedule=_optimizer.CosineDecaySchedule(decay_steps=5_000),
+        save_interval=1_000,
+        keep_period=None,
+        wandb_enabled=False,
     ),
 ]
 
