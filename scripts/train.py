@@ -83,7 +83,7 @@ def init_train_state(
         )
 
     abstract = jax.eval_shape(init, rng, None)
-    state_sharding = sharding.fsdp_sharding(abstract, mesh)
+    state_sharding = sharding.fsdp_sharding(abstract, mesh, min_size_bytes=config.fsdp_min_param_bytes)
     if resume_from is not None:
         with_sharding = jax.tree.map(
             lambda leaf, where: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=where), abstract, state_sharding

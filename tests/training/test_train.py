@@ -11,7 +11,6 @@ import pytest
 from openpi.models import model as _model
 from openpi.shared import normalize
 from openpi.training import checkpoints as _checkpoints
-from openpi.training import optimizer as _optimizer
 
 from . import train_helpers
 
@@ -138,14 +137,12 @@ def test_lora_training_changes_only_adapters_and_unfrozen_layers(root):
 
 
 @pytest.mark.slow
-def test_debug_model_overfits_the_generated_dataset(root):
-    config = train_helpers.debug_config(
-        root,
-        num_train_steps=300,
-        log_interval=10,
-        save_interval=1000,
-        lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=20, peak_lr=3e-3, decay_steps=300, decay_lr=1e-4),
-    )
+def test_debug_overfit_config_cuts_the_loss_tenfold_on_the_generated_dataset(root):
+    config = train_helpers.debug_config(root, name="debug_overfit", log_interval=10, save_interval=1000)
+    assert config.num_train_steps <= 300
     train.main(config)
-    losses = [json.loads(line)["loss"] for line in (config.checkpoint_dir / "metrics.jsonl").read_text().splitlines()]
-    assert losses[-1] < losses[0] / 4, losses
+    logged = [json.loads(line) for line in (config.checkpoint_dir / "metrics.jsonl").read_text().splitlines()]
+    # The first record is the loss of the untrained model (step 0); the last three average the final 30 steps.
+    assert logged[0]["step"] == 0
+    final = np.mean([r["loss"] for r in logged[-3:]])
+    assert final < logged[0]["loss"] / 10, [round(r["loss"], 4) for r in logged]
