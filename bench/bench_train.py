@@ -47,7 +47,11 @@ def bench_train(name: str, config: _config.TrainConfig, steps: int) -> None:
         state, info = step_fn(rng, state, next(loader))
     jax.block_until_ready(info)
     elapsed = time.perf_counter() - start
-    print(f"train {name}: batch {config.batch_size}, {steps / elapsed:.2f} steps/s ({jax.default_backend()})")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"train {name}: batch {config.batch_size}, {steps / elapsed:.3f} steps/s ({jax.default_backend()}, "
+        f"{os.cpu_count()} cpus, load average {load})"
+    )
 
 
 def _video_dataset(root: pathlib.Path, episodes: int, length: int = 50) -> str:
