@@ -8,8 +8,9 @@ Prints one row per measurement plus peak RSS, and appends nothing anywhere: copy
 """
 
 import dataclasses
-import functools
+import os
 import platform
+import resource
 import statistics
 import time
 
@@ -42,6 +43,17 @@ class Args:
     """Use the persistent compilation cache (then 'compile' shows a warm-cache start)."""
 
 
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """This machine's float32 matmul rate right now (XLA), to read the other figures against (load varies)."""
+    a = jnp.ones((size, size), jnp.float32)
+    matmul = jax.jit(lambda a: a @ a)
+    jax.block_until_ready(matmul(a))
+    start = time.perf_counter()
+    for _ in range(repeats):
+        jax.block_until_ready(matmul(a))
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
 def _timed(fn, *args) -> float:
     start = time.perf_counter()
     jax.block_until_ready(fn(*args))
@@ -65,7 +77,7 @@ def bench_config(name: str, dtype: str, args: Args) -> list[tuple[str, int, floa
     def sample(state, observation):
         return nnx.merge(graphdef, state).sample_actions(jax.random.key(1), observation)
 
-    @functools.partial(jax.jit, donate_argnums=())
+    @jax.jit
     def grad_step(state, observation, actions):
         def loss_fn(state):
             loss = nnx.merge(graphdef, state).compute_loss(jax.random.key(2), observation, actions, train=True)
@@ -97,16 +109,17 @@ def _print_row(name, dtype, what, batch_size, compile_s, warm_s):
 def main(args: Args) -> None:
     if args.compilation_cache:
         compilation_cache.enable()
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({platform.processor() or platform.machine()}), "
-          f"{psutil.cpu_count()} cpus, remat={args.remat}")
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].platform} ({platform.processor() or platform.machine()}), "
+        f"{psutil.cpu_count()} cpus, remat={args.remat}"
+    )
+    print(f"float32 matmul rate before: {matmul_gflops():.0f} GFLOP/s, load average {os.getloadavg()}")
     for name in args.configs:
         for dtype in args.dtypes:
             bench_config(name, dtype, args)
-    peak = getattr(psutil.Process().memory_full_info(), "uss", 0) / 2**30
-    import resource  # noqa: PLC0415
-
+    print(f"float32 matmul rate after: {matmul_gflops():.0f} GFLOP/s, load average {os.getloadavg()}")
     max_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"peak RSS {max_rss_gib:.2f} GiB (current USS {peak:.2f} GiB)")
+    print(f"peak RSS {max_rss_gib:.2f} GiB")
 
 
 if __name__ == "__main__":
