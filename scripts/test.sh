@@ -1,15 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on a fresh machine (Python 3.11 + pip): installs uv and, where missing and possible,
-# the system libraries headless MuJoCo rendering needs (EGL + Mesa), then pytest through the locked environment.
+# Runs the whole test suite on a fresh machine (Python 3.11 + pip): bootstrap (uv, EGL/Mesa), then pytest through
+# the locked environment. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-if ! ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1'; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null
-  else
-    echo "warning: libEGL missing and cannot be installed here; simulation tests will fail" >&2
-  fi
-fi
-python3 -m pip install -q uv
+bash scripts/bootstrap.sh
 exec python3 -m uv run --frozen pytest "$@"
