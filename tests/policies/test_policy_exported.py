@@ -9,10 +9,8 @@ import pathlib
 import shutil
 import sys
 
-import boto3
 import flax.nnx as nnx
 import jax
-import moto.server
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -238,32 +236,9 @@ def test_export_refuses_to_overwrite_an_existing_directory(tiny, exported_dir):
         _exported.export_model(config, params, exported_dir, processors={})
 
 
-def test_exported_model_loads_from_s3(exported_dir, loaded, tmp_path, monkeypatch):
-    server = moto.server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        admin = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-        )
-        admin.create_bucket(Bucket="openpi-assets")
-        for path in exported_dir.rglob("*"):
-            if path.is_file():
-                key = f"exported/tiny/model/{path.relative_to(exported_dir).as_posix()}"
-                admin.upload_file(str(path), "openpi-assets", key, ExtraArgs={"ACL": "public-read"})
-        monkeypatch.setenv("OPENPI_DATA_HOME", str(tmp_path / "cache"))
-        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
-        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
-            monkeypatch.delenv(name, raising=False)
-        remote = _exported.ExportedModel.load("s3://openpi-assets/exported/tiny/model")
-    finally:
-        server.stop()
+def test_exported_model_loads_from_s3(exported_dir, loaded, anonymous_s3):
+    url = anonymous_s3.publish_directory(exported_dir, "openpi-assets", "exported/tiny/model")
+    remote = _exported.ExportedModel.load(url)
     observation = test_pi0._random_observation(test_pi0.tiny_config(), 1)
     rng = jax.random.key(1)
     np.testing.assert_array_equal(

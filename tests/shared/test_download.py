@@ -2,6 +2,7 @@
 
 import collections
 from collections.abc import Iterator
+import contextlib
 import http.server
 import json
 import os
@@ -15,8 +16,6 @@ import time
 import urllib.parse
 import uuid
 
-import boto3
-from moto.server import ThreadedMotoServer
 import pytest
 
 from openpi.shared import download
@@ -161,65 +160,29 @@ def http_files() -> Iterator[_FileServer]:
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def s3_admin(s3_endpoint: str):
-    """A credentialed client used only to set up buckets; the code under test runs anonymously."""
-    return boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-
-
-@pytest.fixture(scope="module")
-def public_checkpoint(s3_admin) -> str:
+def published_checkpoint(s3_server) -> str:
     """s3://openpi-assets/checkpoints/pi0_tiny holding the reference checkpoint, readable by anyone."""
-    s3_admin.create_bucket(Bucket="openpi-assets")
-    for path in REFERENCE_CKPT.rglob("*"):
-        if path.is_file():
-            key = f"checkpoints/pi0_tiny/{path.relative_to(REFERENCE_CKPT).as_posix()}"
-            s3_admin.upload_file(str(path), "openpi-assets", key, ExtraArgs={"ACL": "public-read"})
-    return "s3://openpi-assets/checkpoints/pi0_tiny"
+    return s3_server.publish_directory(REFERENCE_CKPT, "openpi-assets", "checkpoints/pi0_tiny")
 
 
 @pytest.fixture
-def scratch_bucket(s3_admin) -> str:
+def public_checkpoint(published_checkpoint: str, anonymous_s3) -> str:
+    """The published reference checkpoint, with the code under test pointed at the S3 server anonymously."""
+    return published_checkpoint
+
+
+@pytest.fixture
+def scratch_bucket(anonymous_s3) -> str:
     name = f"scratch-{uuid.uuid4().hex[:12]}"
-    s3_admin.create_bucket(Bucket=name)
+    anonymous_s3.admin.create_bucket(Bucket=name)
     return name
 
 
 @pytest.fixture(autouse=True)
-def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path, request: pytest.FixtureRequest) -> None:
+def isolated_env(no_cloud_credentials: None, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
     monkeypatch.setenv("OPENPI_DATA_HOME", str(tmp_path / "cache"))
-    for name in (
-        "OPENPI_OFFLINE",
-        "OPENPI_DOWNLOAD_RETRIES",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_S3",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_PROFILE",
-        "GOOGLE_APPLICATION_CREDENTIALS",
-        "STORAGE_EMULATOR_HOST",
-    ):
+    for name in ("OPENPI_OFFLINE", "OPENPI_DOWNLOAD_RETRIES"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "no-gcloud-config"))
-    if "s3_endpoint" in request.fixturenames:
-        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", request.getfixturevalue("s3_endpoint"))
 
 
 def _unused_port() -> int:
@@ -251,6 +214,19 @@ def _start_download(url: str, stderr_path: pathlib.Path) -> subprocess.Popen:
         text=True,
         env=os.environ.copy(),
     )
+
+
+@contextlib.contextmanager
+def _download_killed_at_exit(url: str, stderr_path: pathlib.Path, http_files: _FileServer) -> Iterator[None]:
+    """Downloads `url` in a subprocess that is killed when the block ends; then the server stops stalling."""
+    process = _start_download(url, stderr_path)
+    try:
+        yield
+    finally:
+        process.kill()
+        process.wait(_SUBPROCESS_TIMEOUT_S)
+    http_files.stall_after_bytes.clear()
+    http_files.release.set()
 
 
 def _wait_for(condition, what: str, timeout_s: float = _SUBPROCESS_TIMEOUT_S) -> None:
@@ -334,10 +310,10 @@ def test_path_inside_a_downloaded_directory_is_served_from_cache(
 
 
 def test_endpoint_comes_from_generic_aws_endpoint_url(
-    public_checkpoint: str, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+    public_checkpoint: str, anonymous_s3, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", anonymous_s3.endpoint)
 
     local = download.maybe_download(f"{public_checkpoint}/params/_METADATA")
     assert local.read_bytes() == (REFERENCE_CKPT / "params" / "_METADATA").read_bytes()
@@ -345,19 +321,20 @@ def test_endpoint_comes_from_generic_aws_endpoint_url(
 
 @pytest.mark.parametrize("per_protocol", [False, True])
 def test_keyword_arguments_configure_the_filesystem(
-    public_checkpoint: str, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, per_protocol: bool
+    public_checkpoint: str, anonymous_s3, monkeypatch: pytest.MonkeyPatch, per_protocol: bool
 ):
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
-    options = {"s3": {"endpoint_url": s3_endpoint}} if per_protocol else {"endpoint_url": s3_endpoint}
+    endpoint = anonymous_s3.endpoint
+    options = {"s3": {"endpoint_url": endpoint}} if per_protocol else {"endpoint_url": endpoint}
 
     local = download.maybe_download(f"{public_checkpoint}/params/_METADATA", **options)
     assert local.read_bytes() == (REFERENCE_CKPT / "params" / "_METADATA").read_bytes()
 
 
 def test_private_objects_need_credentials_from_the_environment(
-    s3_admin, scratch_bucket: str, monkeypatch: pytest.MonkeyPatch
+    anonymous_s3, scratch_bucket: str, monkeypatch: pytest.MonkeyPatch
 ):
-    s3_admin.put_object(Bucket=scratch_bucket, Key="private.bin", Body=b"secret weights")
+    anonymous_s3.admin.put_object(Bucket=scratch_bucket, Key="private.bin", Body=b"secret weights")
     url = f"s3://{scratch_bucket}/private.bin"
 
     with pytest.raises(PermissionError, match=re.escape(f"{url}: access denied")):
@@ -374,7 +351,7 @@ def test_missing_s3_object_raises_file_not_found_naming_the_url(public_checkpoin
         download.maybe_download(url)
 
 
-@pytest.mark.usefixtures("s3_endpoint")
+@pytest.mark.usefixtures("anonymous_s3")
 def test_missing_s3_bucket_raises_file_not_found_without_retrying():
     url = "s3://no-such-bucket-anywhere/checkpoints/params"
     with pytest.raises(FileNotFoundError, match=re.escape(f"{url}: no such remote file")):
@@ -399,7 +376,8 @@ def test_http_file_is_mirrored_under_host_and_path(http_files: _FileServer, tmp_
     assert local.read_bytes() == http_files.files["/big_vision/tokenizer.model"]
 
 
-def test_force_download_replaces_the_cached_copy(s3_admin, scratch_bucket: str):
+def test_force_download_replaces_the_cached_copy(anonymous_s3, scratch_bucket: str):
+    s3_admin = anonymous_s3.admin
     url = f"s3://{scratch_bucket}/ckpt/weights.bin"
     s3_admin.put_object(Bucket=scratch_bucket, Key="ckpt/weights.bin", Body=b"v1", ACL="public-read")
     download.maybe_download(f"s3://{scratch_bucket}/ckpt")
@@ -484,16 +462,10 @@ def test_download_killed_mid_transfer_leaves_no_complete_entry_and_retry_succeed
     http_files.stall_after_bytes["/ckpt/weights.bin"] = len(payload) // 2
     url = http_files.url("/ckpt/weights.bin")
 
-    process = _start_download(url, tmp_path / "stderr.txt")
-    try:
+    local = tmp_path / "cache" / f"127.0.0.1:{http_files.server_address[1]}" / "ckpt" / "weights.bin"
+    with _download_killed_at_exit(url, tmp_path / "stderr.txt", http_files):
         _wait_for(http_files.stalled.is_set, "the transfer to reach half way")
-        local = tmp_path / "cache" / f"127.0.0.1:{http_files.server_address[1]}" / "ckpt" / "weights.bin"
         _wait_for(lambda: any(local.parent.glob(".weights.bin.partial-*/incoming/*.part")), "a partial file")
-    finally:
-        process.kill()
-        process.wait(_SUBPROCESS_TIMEOUT_S)
-    http_files.stall_after_bytes.clear()
-    http_files.release.set()
 
     assert not local.exists()
     monkeypatch.setenv("OPENPI_OFFLINE", "1")
@@ -565,15 +537,9 @@ def test_killed_directory_download_resumes_without_refetching_finished_files(
     url = "gs://openpi-assets/checkpoints/pi0_tiny/params"
     local = tmp_path / "cache" / "openpi-assets" / "checkpoints" / "pi0_tiny" / "params"
 
-    process = _start_download(url, tmp_path / "stderr.txt")
-    try:
+    with _download_killed_at_exit(url, tmp_path / "stderr.txt", http_files):
         _wait_for(http_files.stalled.is_set, "the largest file to stall half way")
         _wait_for(lambda: len(_staged_files(local)) == len(reference) - 1, "every other file to finish")
-    finally:
-        process.kill()
-        process.wait(_SUBPROCESS_TIMEOUT_S)
-    http_files.stall_after_bytes.clear()
-    http_files.release.set()
     assert not local.exists()
 
     assert _tree_bytes(download.maybe_download(url)) == reference

@@ -5,12 +5,10 @@ import dataclasses
 import json
 import pathlib
 
-import boto3
 import flax.nnx as nnx
 import flax.traverse_util
 import jax
 import jax.numpy as jnp
-from moto.server import ThreadedMotoServer
 import numpy as np
 import pytest
 
@@ -46,40 +44,6 @@ def _flat(tree: dict) -> dict:
     return flax.traverse_util.flatten_dict(tree, sep="/")
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def anonymous_s3(s3_endpoint, tmp_path, monkeypatch) -> str:
-    """The reference checkpoint in a public bucket of the moto server; returns its params URL. The code under
-    test reaches it anonymously through `AWS_ENDPOINT_URL_S3`, with an empty download cache."""
-    admin = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    admin.create_bucket(Bucket="openpi-assets")
-    for path in CHECKPOINT.rglob("*"):
-        if path.is_file():
-            key = f"checkpoints/pi0_tiny/{path.relative_to(CHECKPOINT).as_posix()}"
-            admin.upload_file(str(path), "openpi-assets", key, ExtraArgs={"ACL": "public-read"})
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
-    monkeypatch.setenv("OPENPI_DATA_HOME", str(tmp_path / "cache"))
-    return "s3://openpi-assets/checkpoints/pi0_tiny/params"
-
-
 def _assert_reference_values(loaded: dict) -> None:
     expected = _expected_params()
     flat = _flat(loaded)
@@ -94,7 +58,9 @@ def test_checkpoint_loader_reads_every_param_from_a_local_checkpoint():
 
 
 def test_checkpoint_loader_reads_every_param_from_s3(anonymous_s3, tmp_path):
-    loaded = weight_loaders.CheckpointWeightLoader(anonymous_s3).load(_abstract_params(_reference_model()))
+    checkpoint_url = anonymous_s3.publish_directory(CHECKPOINT, "openpi-assets", "checkpoints/pi0_tiny")
+    loader = weight_loaders.CheckpointWeightLoader(f"{checkpoint_url}/params")
+    loaded = loader.load(_abstract_params(_reference_model()))
     _assert_reference_values(loaded)
     assert any((tmp_path / "cache" / "openpi-assets").rglob("*")), "the checkpoint lands in the download cache"
 
