@@ -7,7 +7,6 @@ import hashlib
 import json
 import pathlib
 import shutil
-import sys
 
 import flax.nnx as nnx
 import jax
@@ -15,13 +14,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+# The tiny pi0 helpers live with the model tests (tests/ is on pytest's pythonpath).
+from models import test_pi0
 from openpi.models import model as _model
 from openpi.policies import exported as _exported
 from openpi.shared import normalize as _normalize
-
-# The tiny pi0 helpers live with the model tests.
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "models"))
-import test_pi0
 
 # Float32 models; the exported computation is the same XLA program up to fusion choices.
 ATOL = 1e-5
