@@ -172,11 +172,14 @@ def bench_responsiveness() -> None:
 
 def bench_throughput(policy: base_policy.BasePolicy, clients: int, requests: int) -> None:
     observations = [robot_observation(seed) for seed in range(clients)]
+    rates = {}
     for label, max_batch_size in (("batching", clients), ("one at a time", 1)):
         server, port = start_server(policy, max_batch_size=max_batch_size, max_wait_ms=5.0)
         connections = [websocket_client_policy.WebsocketClientPolicy("127.0.0.1", port) for _ in range(clients)]
-        for connection, obs in zip(connections, observations, strict=True):
-            connection.infer(obs)  # warm up
+        # Warm up with every client at once, so that the batch sizes the measurement meets are compiled.
+        with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+            list(pool.map(_run_requests, connections, observations, [1] * clients))
+        warm_up = (server.metrics.batch_size.count, server.metrics.batch_size.total)
 
         start = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(clients) as pool:
@@ -185,11 +188,14 @@ def bench_throughput(policy: base_policy.BasePolicy, clients: int, requests: int
         for connection in connections:
             connection.close()
         server.shutdown()
-        mean_batch = server.metrics.batch_size.total / max(1, server.metrics.batch_size.count)
+        batches = server.metrics.batch_size.count - warm_up[0]
+        mean_batch = (server.metrics.batch_size.total - warm_up[1]) / max(1, batches)
+        rates[label] = clients * requests / elapsed
         print(
-            f"{clients} clients x {requests} requests, {label:<13}: {clients * requests / elapsed:8.1f} requests/s"
-            f"   mean batch {mean_batch:4.2f}"
+            f"{clients} clients x {requests} requests, {label:<13}: {rates[label]:9.4g} requests/s"
+            f"   ({elapsed:.1f} s, mean batch {mean_batch:4.2f})"
         )
+    print(f"batching / one at a time: {rates['batching'] / rates['one at a time']:.2f}x")
 
 
 def _run_requests(client: websocket_client_policy.WebsocketClientPolicy, obs: dict, requests: int) -> None:
@@ -203,6 +209,9 @@ def main() -> None:
     parser.add_argument("--throughput-policy", default="simulated", help="policy for the throughput comparison")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument(
+        "--throughput-requests", type=int, default=None, help="requests per client (default: max(10, requests / 4))"
+    )
     args = parser.parse_args()
 
     print(f"== per-request overhead ({args.policy} policy) ==")
@@ -210,7 +219,8 @@ def main() -> None:
     print("== responsiveness ==")
     bench_responsiveness()
     print(f"== throughput ({args.throughput_policy} policy) ==")
-    bench_throughput(make_policy(args.throughput_policy), args.clients, max(10, args.requests // 4))
+    per_client = args.throughput_requests or max(10, args.requests // 4)
+    bench_throughput(make_policy(args.throughput_policy), args.clients, per_client)
 
 
 if __name__ == "__main__":

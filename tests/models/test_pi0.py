@@ -229,6 +229,66 @@ def test_training_augmentation_changes_images_but_evaluation_does_not():
     assert np.max(np.abs(train_a - eval_a)) > 0
 
 
+@pytest.mark.parametrize("augmentation", ["pi0", "color", "none"])
+def test_augmentation_setting_chooses_what_training_changes(augmentation):
+    config = tiny_config(augmentation=augmentation)
+    batch_size = 4
+    observation = _random_observation(config, batch_size=batch_size)
+    # A white 2x2 square near a corner of a grey image: where it lands shows whether pixels moved.
+    square = np.zeros((batch_size, 64, 64, 3), np.float32)
+    square[:, 8:10, 8:10] = 1.0
+    observation = dataclasses.replace(observation, images=dict(observation.images, base_0_rgb=jnp.asarray(square)))
+
+    def preprocess(train):
+        images = _model.preprocess_observation(
+            jax.random.key(3), observation, train=train, image_resolution=(64, 64), augmentation=augmentation
+        ).images["base_0_rgb"]
+        return np.asarray(images)
+
+    evaluated, trained = preprocess(False), preprocess(True)
+    if augmentation == "none":
+        np.testing.assert_array_equal(trained, evaluated)
+        return
+    assert np.max(np.abs(trained - evaluated)) > 1e-2  # colour jitter applies in both other settings
+
+    def brightest(images):
+        return [np.unravel_index(np.argmax(image.mean(-1)), image.shape[:2]) for image in images]
+
+    moved = [a != b for a, b in zip(brightest(trained), brightest(evaluated), strict=True)]
+    assert any(moved) == (augmentation == "pi0")
+
+
+def test_model_with_fewer_cameras_ignores_the_others():
+    config = tiny_config(image_keys=("base_0_rgb",))
+    observation_spec, _ = config.inputs_spec(batch_size=2)
+    assert list(observation_spec.images) == ["base_0_rgb"]
+    model = tiny_model(config)
+    observation = _random_observation(config, batch_size=2)  # all three cameras
+    noise = jax.random.normal(jax.random.key(1), (2, 4, 8))
+    reference = _sample(model, observation, noise)
+    scrambled = dataclasses.replace(
+        observation, images=dict(observation.images, left_wrist_0_rgb=-observation.images["left_wrist_0_rgb"])
+    )
+    np.testing.assert_array_equal(_sample(model, scrambled, noise), reference)
+    changed = dataclasses.replace(
+        observation, images=dict(observation.images, base_0_rgb=-observation.images["base_0_rgb"])
+    )
+    assert np.max(np.abs(_sample(model, changed, noise) - reference)) > 1e-4
+    # The prefix holds one camera's tokens.
+    prefix, _, _ = model.embed_prefix(
+        _model.preprocess_observation(None, observation, image_keys=config.image_keys, image_resolution=(64, 64))
+    )
+    full_prefix, _, _ = tiny_model(tiny_config()).embed_prefix(
+        _model.preprocess_observation(None, observation, image_resolution=(64, 64))
+    )
+    assert full_prefix.shape[1] - prefix.shape[1] == 2 * (prefix.shape[1] - config.max_token_len)
+    with pytest.raises(ValueError, match="missing cameras"):
+        model.sample_actions(
+            jax.random.key(0),
+            dataclasses.replace(observation, images={"left_wrist_0_rgb": observation.images["left_wrist_0_rgb"]}),
+        )
+
+
 def test_sample_actions_resizes_other_resolutions_and_honours_masks():
     config = tiny_config()
     model = tiny_model(config)
@@ -284,3 +344,7 @@ def test_unknown_variants_are_refused_with_choices():
         siglip.decode_variant("Huge/3")
     with pytest.raises(ValueError, match="dtype"):
         pi0.Pi0Config(dtype="float16")
+    with pytest.raises(ValueError, match="augmentation: expected one of"):
+        pi0.Pi0Config(augmentation="mixup")
+    with pytest.raises(ValueError, match="image_keys"):
+        pi0.Pi0Config(image_keys=("base_0_rgb", "base_0_rgb"))

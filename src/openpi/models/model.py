@@ -6,7 +6,8 @@ import dataclasses
 import enum
 import logging
 import pathlib
-from typing import Any, Generic, TypeAlias, TypeVar
+import typing
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from flax import struct
 import flax.nnx as nnx
@@ -86,6 +87,11 @@ class Observation(Generic[ArrayT]):
 # Action chunks: [*batch, action_horizon, action_dim].
 Actions: TypeAlias = at.Float[ArrayT, "*b ah ad"]
 
+# Training-time image augmentation: "pi0" is the original's (random 95 % crop and ±5° rotation on cameras that are
+# not on a wrist, colour jitter on all), "color" only the colour jitter, "none" nothing.
+Augmentation: TypeAlias = Literal["pi0", "color", "none"]
+AUGMENTATIONS: tuple[str, ...] = typing.get_args(Augmentation)
+
 
 def preprocess_observation(
     rng: at.KeyArrayLike | None,
@@ -94,9 +100,11 @@ def preprocess_observation(
     train: bool = False,
     image_keys: Sequence[str] = IMAGE_KEYS,
     image_resolution: tuple[int, int] = IMAGE_RESOLUTION,
+    augmentation: Augmentation = "pi0",
 ) -> Observation:
-    """Resizes images to the model resolution (aspect-preserving pad), augments them when training, and
-    fills in missing image masks (present by default)."""
+    """Keeps the cameras in `image_keys` (others are dropped), resizes them to the model resolution
+    (aspect-preserving pad), augments them when training (see `Augmentation`), and fills in missing image masks
+    (present by default)."""
     missing = set(image_keys) - set(observation.images)
     if missing:
         raise ValueError(
@@ -109,11 +117,12 @@ def preprocess_observation(
         image = observation.images[key]
         if tuple(image.shape[1:3]) != tuple(image_resolution):
             image = image_tools.resize_with_pad(image, *image_resolution)
-        if train:
+        if train and augmentation != "none":
             if rng is None:
                 raise ValueError("preprocess_observation: train=True needs an rng for augmentation")
+            geometric = augmentation == "pi0" and "wrist" not in key
             image_rngs = jax.random.split(jax.random.fold_in(rng, index), image.shape[0])
-            augment = jax.vmap(lambda r, im, key=key: image_tools.augment_image(r, im, geometric="wrist" not in key))
+            augment = jax.vmap(lambda r, im, geometric=geometric: image_tools.augment_image(r, im, geometric=geometric))
             image = augment(image_rngs, image / 2.0 + 0.5) * 2.0 - 1.0
         images[key] = image
     masks = {

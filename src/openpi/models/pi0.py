@@ -80,15 +80,23 @@ class Pi0Config(_model.BaseModelConfig):
     action_horizon: int = 50
     max_token_len: int = 48
 
-    # Not in the original config (there fixed): vision tower, vocabulary, image size, activation recompute.
+    # Not in the original config (there fixed): vision tower, vocabulary, image size, activation recompute, the
+    # cameras the model sees (in token order; an observation's other cameras are ignored) and the training-time
+    # image augmentation (`model.Augmentation`).
     vision_variant: _VariantFlag[siglip.Config] = "So400m/14"
     vocab_size: int = gemma.PALIGEMMA_VOCAB_SIZE
     image_resolution: tuple[int, int] = _model.IMAGE_RESOLUTION
     remat: bool = True
+    image_keys: tuple[str, ...] = _model.IMAGE_KEYS
+    augmentation: _model.Augmentation = "pi0"
 
     def __post_init__(self):
         if self.dtype not in ("bfloat16", "float32"):
             raise ValueError(f"dtype: expected 'bfloat16' or 'float32', got {self.dtype!r}")
+        if not self.image_keys or len(set(self.image_keys)) != len(self.image_keys):
+            raise ValueError(f"image_keys: expected one or more distinct camera names, got {self.image_keys!r}")
+        if self.augmentation not in _model.AUGMENTATIONS:
+            raise ValueError(f"augmentation: expected one of {_model.AUGMENTATIONS}, got {self.augmentation!r}")
 
     @property
     def model_type(self) -> _model.ModelType:
@@ -101,8 +109,8 @@ class Pi0Config(_model.BaseModelConfig):
         image_spec = jax.ShapeDtypeStruct([batch_size, *self.image_resolution, 3], jnp.float32)
         mask_spec = jax.ShapeDtypeStruct([batch_size], jnp.bool_)
         observation = _model.Observation(
-            images=dict.fromkeys(_model.IMAGE_KEYS, image_spec),
-            image_masks=dict.fromkeys(_model.IMAGE_KEYS, mask_spec),
+            images=dict.fromkeys(self.image_keys, image_spec),
+            image_masks=dict.fromkeys(self.image_keys, mask_spec),
             state=jax.ShapeDtypeStruct([batch_size, self.action_dim], jnp.float32),
             tokenized_prompt=jax.ShapeDtypeStruct([batch_size, self.max_token_len], jnp.int32),
             tokenized_prompt_mask=jax.ShapeDtypeStruct([batch_size, self.max_token_len], jnp.bool_),
@@ -152,6 +160,8 @@ class Pi0(_model.BaseModel):
     def __init__(self, config: Pi0Config, *, rngs: nnx.Rngs):
         super().__init__(config.action_dim, config.action_horizon, config.max_token_len)
         self.image_resolution = config.image_resolution
+        self.image_keys = config.image_keys
+        self.augmentation = config.augmentation
         self.PaliGemma = PaliGemma(config, rngs=rngs)
         width = gemma.get_config(config.action_expert_variant).width
         self.state_proj = nnx.Linear(config.action_dim, width, rngs=rngs)
@@ -195,7 +205,12 @@ class Pi0(_model.BaseModel):
     ) -> at.Float[at.Array, "*b ah"]:
         preprocess_rng, noise_rng, time_rng = jax.random.split(rng, 3)
         observation = _model.preprocess_observation(
-            preprocess_rng, observation, train=train, image_resolution=self.image_resolution
+            preprocess_rng,
+            observation,
+            train=train,
+            image_keys=self.image_keys,
+            image_resolution=self.image_resolution,
+            augmentation=self.augmentation,
         )
         noise = jax.random.normal(noise_rng, actions.shape)
         time = jax.random.beta(time_rng, 1.5, 1, actions.shape[:-2]) * 0.999 + 0.001
@@ -271,7 +286,7 @@ class Pi0(_model.BaseModel):
     ) -> _model.Actions:
         """Integrates the flow from noise (t=1) to actions (t=0) with ``num_steps`` Euler steps."""
         observation = _model.preprocess_observation(
-            None, observation, train=False, image_resolution=self.image_resolution
+            None, observation, train=False, image_keys=self.image_keys, image_resolution=self.image_resolution
         )
         batch_size = observation.state.shape[0]
         if noise is None:

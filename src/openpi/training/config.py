@@ -544,6 +544,10 @@ ALOHA_SIM_DEMO_MODEL = pi0.Pi0Config(
     action_horizon=20,
     max_token_len=24,
     remat=False,
+    # The demos record the top camera only: no wrist-camera tokens to pay for. Colour jitter only: crop and rotation
+    # move the 3-pixel cube by more than the grasp tolerates, and the simulated camera never moves.
+    image_keys=("base_0_rgb",),
+    augmentation="color",
 )
 assert ALOHA_SIM_DEMO_MODEL.vocab_size >= debug_data.TOKENIZER_VOCAB_SIZE
 
