@@ -33,7 +33,7 @@ def _stats(dim: int, offset: float) -> dict[str, _normalize.NormStats]:
 def tiny() -> tuple:
     config = test_pi0.tiny_config()
     model = test_pi0.tiny_model(config)
-    return config, model, nnx.state(model, nnx.Param).to_pure_dict()
+    return config, model, nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
 @pytest.fixture(scope="module")

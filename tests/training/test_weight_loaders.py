@@ -37,7 +37,7 @@ def _expected_params() -> dict[str, np.ndarray]:
 
 
 def _abstract_params(model_config) -> dict:
-    return jax.eval_shape(lambda: nnx.state(model_config.create(jax.random.key(0))).to_pure_dict())
+    return jax.eval_shape(lambda: nnx.to_pure_dict(nnx.state(model_config.create(jax.random.key(0)))))
 
 
 def _flat(tree: dict) -> dict:
@@ -80,8 +80,8 @@ def test_train_state_takes_checkpoint_params_and_keeps_lora_adapters_fresh(tmp_p
     )
     rng = jax.random.key(7)
     state, _ = train.init_train_state(config, rng, train.sharding.make_mesh(1))
-    params = _flat(jax.device_get(state.params.to_pure_dict()))
-    fresh = _flat(jax.device_get(nnx.state(model.create(rng)).to_pure_dict()))
+    params = _flat(jax.device_get(nnx.to_pure_dict(state.params)))
+    fresh = _flat(jax.device_get(nnx.to_pure_dict(nnx.state(model.create(rng)))))
     expected = _expected_params()
 
     lora_paths = {path for path in params if "lora" in path}

@@ -109,7 +109,7 @@ def _sync_processes(name: str) -> None:
 
 def _params_item(params: nnx.State) -> dict:
     """`{"params": pure dict}` with a trailing "value" on every leaf (the original training layout)."""
-    return {"params": jax.tree.map(lambda leaf: {"value": leaf}, params.to_pure_dict())}
+    return {"params": jax.tree.map(lambda leaf: {"value": leaf}, nnx.to_pure_dict(params))}
 
 
 def _opt_state_item(opt_state) -> dict[str, jax.Array]:
@@ -119,7 +119,7 @@ def _opt_state_item(opt_state) -> dict[str, jax.Array]:
 def _train_state_item(state: _utils.TrainState) -> dict:
     item = {"step": state.step, "opt_state": _opt_state_item(state.opt_state)}
     if state.ema_params is not None:
-        item["params"] = state.params.to_pure_dict()
+        item["params"] = nnx.to_pure_dict(state.params)
     return item
 
 
@@ -176,7 +176,7 @@ def restore_state(
 
     def to_state(template: nnx.State, pure: dict) -> nnx.State:
         state = jax.tree.map(lambda x: x, template)
-        state.replace_by_pure_dict(pure)
+        nnx.replace_by_pure_dict(state, pure)
         return state
 
     if abstract_state.ema_params is not None:
