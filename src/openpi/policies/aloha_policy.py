@@ -7,11 +7,13 @@ pi's angle and ALOHA's normalized gripper joint angle.
 """
 
 import dataclasses
+import functools
 from typing import ClassVar
 
 import numpy as np
 
 from openpi import transforms
+from openpi.policies import robot_inputs
 
 ALOHA_DIM = 14
 _GRIPPER_DIMS = [6, 13]
@@ -62,20 +64,18 @@ class AlohaInputs(transforms.DataTransformFn):
         if "cam_high" not in in_images:
             raise ValueError(f"images/cam_high: required, got cameras {sorted(in_images)}")
         images = {name: transforms.to_hwc_uint8(image, name=f"images/{name}") for name, image in in_images.items()}
-        image, image_mask = transforms.model_images(
+        model_images = transforms.model_images(
             images["cam_high"], images.get("cam_left_wrist"), images.get("cam_right_wrist")
         )
-
         state = transforms.check_last_dim(data["state"], ALOHA_DIM, name="state")
-        inputs = {"image": image, "image_mask": image_mask, "state": _decode_state(state, adapt_to_pi=self.adapt_to_pi)}
-        if "actions" in data:
-            actions = transforms.check_last_dim(data["actions"], ALOHA_DIM, name="actions")
-            inputs["actions"] = _encode_actions_inv(actions, adapt_to_pi=self.adapt_to_pi)
-        if "prompt" in data:
-            inputs["prompt"] = data["prompt"]
-        if self.action_dim is not None:
-            inputs = transforms.PadStatesAndActions(self.action_dim)(inputs)
-        return inputs
+        return robot_inputs.model_inputs(
+            data,
+            model_images,
+            _decode_state(state, adapt_to_pi=self.adapt_to_pi),
+            robot_action_dim=ALOHA_DIM,
+            model_action_dim=self.action_dim,
+            convert_actions=functools.partial(_encode_actions_inv, adapt_to_pi=self.adapt_to_pi),
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,7 @@ import dataclasses
 import numpy as np
 
 from openpi import transforms
+from openpi.policies import robot_inputs
 
 CALVIN_ROBOT_OBS_DIM = 15
 CALVIN_STATE_DIM = 18
@@ -51,18 +52,11 @@ class CalvinInputs(transforms.DataTransformFn):
     action_dim: int | None = None
 
     def __call__(self, data: dict) -> dict:
-        image, image_mask = transforms.model_images(
-            base=transforms.to_hwc_uint8(data["observation/rgb_static"], name="observation/rgb_static"),
-            left_wrist=transforms.to_hwc_uint8(data["observation/rgb_gripper"], name="observation/rgb_gripper"),
+        images = robot_inputs.camera_images(data, base="observation/rgb_static", left_wrist="observation/rgb_gripper")
+        state = robot_obs_to_state(data["observation/state"])
+        return robot_inputs.model_inputs(
+            data, images, state, robot_action_dim=CALVIN_ACTION_DIM, model_action_dim=self.action_dim
         )
-        inputs = {"image": image, "image_mask": image_mask, "state": robot_obs_to_state(data["observation/state"])}
-        if "actions" in data:
-            inputs["actions"] = transforms.check_last_dim(data["actions"], CALVIN_ACTION_DIM, name="actions")
-        if "prompt" in data:
-            inputs["prompt"] = data["prompt"]
-        if self.action_dim is not None:
-            inputs = transforms.PadStatesAndActions(self.action_dim)(inputs)
-        return inputs
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,11 +5,11 @@ gripper. The exterior camera fills the base slot, the wrist camera the left wris
 """
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 
 from openpi import transforms
+from openpi.policies import robot_inputs
 
 DROID_ACTION_DIM = 8
 
@@ -26,38 +26,19 @@ def make_droid_example() -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
-class DroidInputs(transforms.DataTransformFn):
+class DroidInputs(robot_inputs.Pi0RobotInputs):
     """DROID sample → model inputs; images may be HWC or CHW, uint8 or float in [0, 1]."""
 
-    # When set, state and actions are zero-padded to this model action dimension.
-    action_dim: int | None = None
-    # Model family, as in the original openpi; the image layout here is pi0's.
-    model_type: Any = "pi0"
-
-    def __post_init__(self):
-        transforms.check_pi0_model_type(self.model_type)
-
     def __call__(self, data: dict) -> dict:
-        joints = transforms.check_last_dim(data["observation/joint_position"], 7, name="observation/joint_position")
-        gripper = transforms.check_last_dim(
-            np.reshape(data["observation/gripper_position"], (-1,)), 1, name="observation/gripper_position"
+        state = robot_inputs.joints_and_gripper(
+            data, joints="observation/joint_position", num_joints=7, gripper="observation/gripper_position"
         )
-        image, image_mask = transforms.model_images(
-            base=transforms.to_hwc_uint8(
-                data["observation/exterior_image_1_left"], name="observation/exterior_image_1_left"
-            ),
-            left_wrist=transforms.to_hwc_uint8(
-                data["observation/wrist_image_left"], name="observation/wrist_image_left"
-            ),
+        images = robot_inputs.camera_images(
+            data, base="observation/exterior_image_1_left", left_wrist="observation/wrist_image_left"
         )
-        inputs = {"image": image, "image_mask": image_mask, "state": np.concatenate([joints, gripper])}
-        if "actions" in data:
-            inputs["actions"] = transforms.check_last_dim(data["actions"], DROID_ACTION_DIM, name="actions")
-        if "prompt" in data:
-            inputs["prompt"] = data["prompt"]
-        if self.action_dim is not None:
-            inputs = transforms.PadStatesAndActions(self.action_dim)(inputs)
-        return inputs
+        return robot_inputs.model_inputs(
+            data, images, state, robot_action_dim=DROID_ACTION_DIM, model_action_dim=self.action_dim
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,11 +6,11 @@ right wrist slot is masked.
 """
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 
 from openpi import transforms
+from openpi.policies import robot_inputs
 
 LIBERO_STATE_DIM = 8
 LIBERO_ACTION_DIM = 7
@@ -27,31 +27,15 @@ def make_libero_example() -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
-class LiberoInputs(transforms.DataTransformFn):
+class LiberoInputs(robot_inputs.Pi0RobotInputs):
     """LIBERO sample → model inputs; images may be HWC or CHW, uint8 or float in [0, 1]."""
 
-    # When set, state and actions are zero-padded to this model action dimension.
-    action_dim: int | None = None
-    # Model family, as in the original openpi; the image layout and masks here are pi0's.
-    model_type: Any = "pi0"
-
-    def __post_init__(self):
-        transforms.check_pi0_model_type(self.model_type)
-
     def __call__(self, data: dict) -> dict:
-        image, image_mask = transforms.model_images(
-            base=transforms.to_hwc_uint8(data["observation/image"], name="observation/image"),
-            left_wrist=transforms.to_hwc_uint8(data["observation/wrist_image"], name="observation/wrist_image"),
-        )
+        images = robot_inputs.camera_images(data, base="observation/image", left_wrist="observation/wrist_image")
         state = transforms.check_last_dim(data["observation/state"], LIBERO_STATE_DIM, name="observation/state")
-        inputs = {"image": image, "image_mask": image_mask, "state": state}
-        if "actions" in data:
-            inputs["actions"] = transforms.check_last_dim(data["actions"], LIBERO_ACTION_DIM, name="actions")
-        if "prompt" in data:
-            inputs["prompt"] = data["prompt"]
-        if self.action_dim is not None:
-            inputs = transforms.PadStatesAndActions(self.action_dim)(inputs)
-        return inputs
+        return robot_inputs.model_inputs(
+            data, images, state, robot_action_dim=LIBERO_ACTION_DIM, model_action_dim=self.action_dim
+        )
 
 
 @dataclasses.dataclass(frozen=True)

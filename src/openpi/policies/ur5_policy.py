@@ -5,11 +5,11 @@ optionally `actions` [horizon, 7] and `prompt`. Outputs: the first 7 action dims
 """
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 
 from openpi import transforms
+from openpi.policies import robot_inputs
 
 UR5_DIM = 7
 
@@ -26,32 +26,15 @@ def make_ur5_example() -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
-class UR5Inputs(transforms.DataTransformFn):
+class UR5Inputs(robot_inputs.Pi0RobotInputs):
     """UR5 sample → model inputs; the right wrist slot is masked."""
 
-    # When set, state and actions are zero-padded to this model action dimension.
-    action_dim: int | None = None
-    # Model family, as in the original openpi; the image layout and masks here are pi0's.
-    model_type: Any = "pi0"
-
-    def __post_init__(self):
-        transforms.check_pi0_model_type(self.model_type)
-
     def __call__(self, data: dict) -> dict:
-        joints = transforms.check_last_dim(data["joints"], 6, name="joints")
-        gripper = transforms.check_last_dim(np.reshape(data["gripper"], (-1,)), 1, name="gripper")
-        image, image_mask = transforms.model_images(
-            base=transforms.to_hwc_uint8(data["base_rgb"], name="base_rgb"),
-            left_wrist=transforms.to_hwc_uint8(data["wrist_rgb"], name="wrist_rgb"),
+        state = robot_inputs.joints_and_gripper(data, joints="joints", num_joints=6, gripper="gripper")
+        images = robot_inputs.camera_images(data, base="base_rgb", left_wrist="wrist_rgb")
+        return robot_inputs.model_inputs(
+            data, images, state, robot_action_dim=UR5_DIM, model_action_dim=self.action_dim
         )
-        inputs = {"image": image, "image_mask": image_mask, "state": np.concatenate([joints, gripper])}
-        if "actions" in data:
-            inputs["actions"] = transforms.check_last_dim(data["actions"], UR5_DIM, name="actions")
-        if "prompt" in data:
-            inputs["prompt"] = data["prompt"]
-        if self.action_dim is not None:
-            inputs = transforms.PadStatesAndActions(self.action_dim)(inputs)
-        return inputs
 
 
 @dataclasses.dataclass(frozen=True)
