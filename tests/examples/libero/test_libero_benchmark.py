@@ -121,3 +121,15 @@ def test_a_libero_spatial_task_runs_closed_loop_against_our_server_and_is_filmed
         frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
     assert len(frames) == STEPS
     assert frames[0].shape == (224, 224, 3)
+
+
+@pytest.mark.slow
+def test_a_task_id_outside_the_suite_is_refused(libero_python):
+    run = subprocess.run(
+        [str(libero_python), str(LIBERO_DIR / "main.py"), "--task-suite-name", "libero_spatial", "--task-ids", "10"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode != 0
+    assert "task_ids: expected indices in [0, 10), got 10" in run.stderr

@@ -88,6 +88,11 @@ def test_a_step_limit_below_one_is_refused():
         env.LiberoEnvironment(StandInLiberoEnv(1.0), "x", [np.zeros(3)], max_steps=0)
 
 
+def test_a_trial_count_below_one_is_refused_before_libero_is_loaded():
+    with pytest.raises(ValueError, match="num_trials_per_task: expected at least 1, got 0"):
+        main.main(main.Args(num_trials_per_task=0))
+
+
 def test_actions_of_the_wrong_size_are_refused():
     environment = env.LiberoEnvironment(StandInLiberoEnv(1.0), "x", [np.zeros(3)], max_steps=5)
     environment.reset()
