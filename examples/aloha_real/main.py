@@ -9,10 +9,8 @@ import env as _env
 import robot as _robot
 import tyro
 
-from openpi_client import action_chunk_broker
 from openpi_client import websocket_client_policy
 from openpi_client.runtime import runtime as _runtime
-from openpi_client.runtime.agents import policy_agent
 
 CONTROL_HZ = 50
 
@@ -38,10 +36,10 @@ def make_runtime(
     args: Args, hardware: _robot.AlohaHardware, policy: websocket_client_policy.WebsocketClientPolicy
 ) -> _runtime.Runtime:
     """The control loop: ALOHA environment, chunked policy agent, at `CONTROL_HZ`."""
-    return _runtime.Runtime(
-        environment=_env.AlohaRealEnvironment(hardware, prompt=args.prompt),
-        agent=policy_agent.PolicyAgent(action_chunk_broker.ActionChunkBroker(policy, args.action_horizon)),
-        subscribers=[],
+    return _runtime.chunked_policy_runtime(
+        _env.AlohaRealEnvironment(hardware, prompt=args.prompt),
+        policy,
+        action_horizon=args.action_horizon,
         max_hz=CONTROL_HZ,
         num_episodes=args.num_episodes,
         max_episode_steps=args.max_episode_steps,
@@ -49,12 +47,9 @@ def make_runtime(
 
 
 def main(args: Args) -> None:
-    policy = websocket_client_policy.WebsocketClientPolicy(args.host, args.port, args.api_key)
-    logging.info("Server metadata: %s", policy.get_server_metadata())
-    try:
+    with websocket_client_policy.WebsocketClientPolicy(args.host, args.port, args.api_key) as policy:
+        logging.info("Server metadata: %s", policy.get_server_metadata())
         make_runtime(args, _robot.InterbotixAlohaHardware(), policy).run()
-    finally:
-        policy.close()
 
 
 if __name__ == "__main__":

@@ -11,10 +11,8 @@ import logging
 import env as _env
 import tyro
 
-from openpi_client import action_chunk_broker
 from openpi_client import websocket_client_policy
 from openpi_client.runtime import runtime as _runtime
-from openpi_client.runtime.agents import policy_agent
 
 CONTROL_HZ = 10
 
@@ -43,10 +41,10 @@ def make_runtime(
     args: Args, robot: _env.UR5Robot, policy: websocket_client_policy.WebsocketClientPolicy
 ) -> _runtime.Runtime:
     """The control loop: UR5 environment, chunked policy agent, at `CONTROL_HZ`."""
-    return _runtime.Runtime(
-        environment=_env.UR5Environment(robot, prompt=args.prompt),
-        agent=policy_agent.PolicyAgent(action_chunk_broker.ActionChunkBroker(policy, args.action_horizon)),
-        subscribers=[],
+    return _runtime.chunked_policy_runtime(
+        _env.UR5Environment(robot, prompt=args.prompt),
+        policy,
+        action_horizon=args.action_horizon,
         max_hz=CONTROL_HZ,
         num_episodes=args.num_episodes,
         max_episode_steps=args.max_episode_steps,
@@ -54,14 +52,13 @@ def make_runtime(
 
 
 def main(args: Args) -> None:
-    policy = websocket_client_policy.WebsocketClientPolicy(args.host, args.port, args.api_key)
-    logging.info("Server metadata: %s", policy.get_server_metadata())
-    robot = _env.RTDEUR5Robot(args.robot_ip, args.camera_ids, control_hz=CONTROL_HZ)
-    try:
-        make_runtime(args, robot, policy).run()
-    finally:
-        robot.close()
-        policy.close()
+    with websocket_client_policy.WebsocketClientPolicy(args.host, args.port, args.api_key) as policy:
+        logging.info("Server metadata: %s", policy.get_server_metadata())
+        robot = _env.RTDEUR5Robot(args.robot_ip, args.camera_ids, control_hz=CONTROL_HZ)
+        try:
+            make_runtime(args, robot, policy).run()
+        finally:
+            robot.close()
 
 
 if __name__ == "__main__":

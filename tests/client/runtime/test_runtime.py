@@ -99,3 +99,31 @@ def test_run_in_new_thread_returns_the_running_thread():
 def test_negative_max_hz_is_refused():
     with pytest.raises(ValueError, match="max_hz"):
         runtime.Runtime(CountdownEnvironment(length=1), policy_agent.PolicyAgent(PlusOnePolicy()), [], max_hz=-1)
+
+
+class ChunkPolicy(base_policy.BasePolicy):
+    """Each call returns a 4-step chunk [10 k, 10 k + 1, 10 k + 2, 10 k + 3] for the k-th call."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.resets = 0
+
+    def infer(self, obs: dict) -> dict:
+        chunk = 10 * self.calls + np.arange(4, dtype=np.float32)[:, None]
+        self.calls += 1
+        return {"actions": chunk}
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
+def test_chunked_policy_runtime_executes_action_horizon_steps_of_each_chunk():
+    env, policy, recorder = CountdownEnvironment(length=None), ChunkPolicy(), RecordingSubscriber()
+    loop = runtime.chunked_policy_runtime(
+        env, policy, action_horizon=2, num_episodes=2, max_episode_steps=3, subscribers=[recorder]
+    )
+    loop.run()
+    assert env.all_actions == [0.0, 1.0, 10.0, 20.0, 21.0, 30.0]  # a new chunk at each episode start
+    assert policy.calls == 4
+    assert policy.resets == 2
+    assert recorder.events.count("start") == recorder.events.count("end") == 2

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import logging
 import threading
 import time
 
+from openpi_client import action_chunk_broker as _action_chunk_broker
+from openpi_client import base_policy as _base_policy
 from openpi_client.runtime import agent as _agent
 from openpi_client.runtime import environment as _environment
 from openpi_client.runtime import subscriber as _subscriber
+from openpi_client.runtime.agents import policy_agent as _policy_agent
 
 logger = logging.getLogger(__name__)
 
@@ -90,3 +94,26 @@ class Runtime:
             self._max_episode_steps > 0 and self._episode_steps + 1 >= self._max_episode_steps
         ):
             self.mark_episode_complete()
+
+
+def chunked_policy_runtime(
+    environment: _environment.Environment,
+    policy: _base_policy.BasePolicy,
+    *,
+    action_horizon: int,
+    max_hz: float = 0,
+    num_episodes: int = 1,
+    max_episode_steps: int = 0,
+    subscribers: Sequence[_subscriber.Subscriber] = (),
+) -> Runtime:
+    """A `Runtime` whose agent asks `policy` for an action chunk and executes its first `action_horizon` steps
+    open loop before asking again: the control loop of a robot client."""
+    agent = _policy_agent.PolicyAgent(_action_chunk_broker.ActionChunkBroker(policy, action_horizon))
+    return Runtime(
+        environment=environment,
+        agent=agent,
+        subscribers=list(subscribers),
+        max_hz=max_hz,
+        num_episodes=num_episodes,
+        max_episode_steps=max_episode_steps,
+    )
