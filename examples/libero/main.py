@@ -13,10 +13,8 @@ import env as _env
 import saver as _saver
 import tyro
 
-from openpi_client import action_chunk_broker
 from openpi_client import websocket_client_policy
 from openpi_client.runtime import runtime as _runtime
-from openpi_client.runtime.agents import policy_agent
 
 # Longest demonstration of each suite, rounded up: the step limit of its episodes.
 MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
@@ -68,13 +66,13 @@ def run_task(
     def video_name() -> str:
         return f"{video_prefix}_trial{next(episode):03d}"
 
-    runtime = _runtime.Runtime(
-        environment=environment,
-        agent=policy_agent.PolicyAgent(action_chunk_broker.ActionChunkBroker(policy, args.replan_steps)),
-        subscribers=[_saver.VideoSaver(args.video_out_path, video_name, "observation/image")],
+    _runtime.chunked_policy_runtime(
+        environment,
+        policy,
+        action_horizon=args.replan_steps,
         num_episodes=len(initial_states),
-    )
-    runtime.run()
+        subscribers=[_saver.VideoSaver(args.video_out_path, video_name, "observation/image")],
+    ).run()
     return environment.results
 
 
@@ -96,9 +94,8 @@ def main(args: Args) -> None:
     for task_id in task_ids:
         if not 0 <= task_id < suite.n_tasks:
             raise ValueError(f"task_ids: expected indices in [0, {suite.n_tasks}), got {task_id}")
-    policy = websocket_client_policy.WebsocketClientPolicy(args.host, args.port, args.api_key)
     rates = {}
-    try:
+    with websocket_client_policy.WebsocketClientPolicy(args.host, args.port, args.api_key) as policy:
         for task_id in task_ids:
             task = suite.get_task(task_id)
             bddl = pathlib.Path(get_libero_path("bddl_files")) / task.problem_folder / task.bddl_file
@@ -113,8 +110,6 @@ def main(args: Args) -> None:
                 sim_env.close()
             rates[task.language] = sum(results) / len(results)
             logging.info("Task %d (%s): %.1f%% success", task_id, task.language, 100 * rates[task.language])
-    finally:
-        policy.close()
     print(json.dumps({"per_task": rates, "average": sum(rates.values()) / len(rates)}, indent=2))
 
 
