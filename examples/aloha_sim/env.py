@@ -49,6 +49,7 @@ class AlohaSimEnvironment(_environment.Environment):
         self._steps = 0
         self._observation: dict | None = None
         self._succeeded = False
+        self._max_reward = 0
 
     @property
     def prompt(self) -> str:
@@ -60,12 +61,19 @@ class AlohaSimEnvironment(_environment.Environment):
         """Whether the current (or just finished) episode reached the task's success reward."""
         return self._succeeded
 
+    @property
+    def episode_max_reward(self) -> int:
+        """The highest task reward of the current (or just finished) episode: how far the policy got (4 = success;
+        transfer cube: 1 touched by the right gripper, 2 lifted, 3 touched by the left gripper too)."""
+        return self._max_reward
+
     def reset(self) -> None:
         self._episode += 1
         self._sim.reset(self._seed + self._episode)
         self._steps = 0
         self._observation = None
         self._succeeded = False
+        self._max_reward = 0
 
     def is_episode_complete(self) -> bool:
         return self._sim.is_success or self._steps >= self._max_steps
@@ -84,3 +92,4 @@ class AlohaSimEnvironment(_environment.Environment):
         self._steps += 1
         self._observation = None
         self._succeeded = self._succeeded or self._sim.is_success
+        self._max_reward = max(self._max_reward, self._sim.reward)

@@ -75,10 +75,11 @@ class _EpisodeResults(_subscriber.Subscriber):
         self._progress.set_postfix(successes=sum(self.successes))
         self._progress.update()
         logger.info(
-            "Episode %d: %s after %d steps (success rate so far %d/%d)",
+            "Episode %d: %s after %d steps, highest reward %d (success rate so far %d/%d)",
             len(self.successes) - 1,
             "success" if self.successes[-1] else "failure",
             self.lengths[-1],
+            self._environment.episode_max_reward,
             sum(self.successes),
             len(self.successes),
         )
