@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from openpi.shared import normalize
+from shared import file_modes
 
 REFERENCE = pathlib.Path(__file__).parents[3] / "shared" / "reference"
 KEYS = ("state", "actions")
@@ -128,6 +129,13 @@ def test_save_then_load_round_trips_and_leaves_no_temp_files(tmp_path):
     for key in KEYS:
         assert loaded[key].mean.dtype == np.float64
         np.testing.assert_array_equal(loaded[key].q99, stats[key].q99)
+
+
+def test_saved_file_and_created_directories_are_as_readable_as_plain_writes_make_them(tmp_path):
+    stats = {"state": normalize.NormStats(mean=np.zeros(2), std=np.ones(2))}
+    with file_modes.umask():
+        normalize.save(tmp_path / "assets" / "robot", stats)
+    assert file_modes.unexpected_modes(tmp_path / "assets") == {}
 
 
 def test_load_missing_file_names_the_path(tmp_path):

@@ -3,12 +3,12 @@
 from collections.abc import Iterable, Mapping, Sequence
 import dataclasses
 import json
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 import tqdm
+
+from openpi.shared import fileio as _fileio
 
 NORM_STATS_FILENAME = "norm_stats.json"
 
@@ -185,16 +185,7 @@ def deserialize_json(text: str) -> dict[str, NormStats]:
 def save(directory: pathlib.Path | str, norm_stats: Mapping[str, NormStats]) -> pathlib.Path:
     """Writes `<directory>/norm_stats.json` atomically (temp file + rename) and returns its path."""
     path = pathlib.Path(directory) / NORM_STATS_FILENAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        try:
-            tmp.write(serialize_json(norm_stats))
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
-    os.replace(tmp.name, path)
+    _fileio.atomic_write_bytes(path, serialize_json(norm_stats).encode())
     return path
 
 
