@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 import os
 import pathlib
-import tempfile
+import uuid
 
 import av
 import numpy as np
@@ -37,17 +37,20 @@ class VideoSaver(_subscriber.Subscriber):
 def write_mp4(path: pathlib.Path, frames: list[np.ndarray], fps: int) -> None:
     """H.264 mp4 of HWC uint8 RGB frames (even height and width)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(suffix=".mp4", dir=path.parent, prefix=f".{path.stem}-")
-    os.close(fd)
+    # A unique name that av creates like any other file (mode 0o666 minus the umask); tempfile.mkstemp would
+    # create it 0o600 and the finished video would stay unreadable to other users.
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with av.open(temp, mode="w") as container:
+        with av.open(str(temp), mode="w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=fps)
             stream.height, stream.width = frames[0].shape[:2]
             stream.pix_fmt = "yuv420p"
             for frame in frames:
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
             container.mux(stream.encode())
+        with open(temp, "rb") as written:
+            os.fsync(written.fileno())
         os.replace(temp, path)
     except BaseException:
-        pathlib.Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
