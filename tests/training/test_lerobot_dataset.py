@@ -12,6 +12,7 @@ import pytest
 
 from openpi.training import lerobot_dataset
 from openpi.training.lerobot_dataset import LeRobotDataset
+from shared import file_modes
 
 FPS = 10
 HEIGHT, WIDTH = 48, 64
@@ -69,7 +70,8 @@ def write_dataset(root: Path, version: str) -> None:
 @pytest.fixture(scope="module", params=["v2.1", "v3.0"])
 def written(request, tmp_path_factory) -> tuple[str, Path]:
     root = tmp_path_factory.mktemp(request.param.replace(".", "_")) / "ds"
-    write_dataset(root, request.param)
+    with file_modes.umask():
+        write_dataset(root, request.param)
     return request.param, root
 
 
@@ -107,6 +109,12 @@ def test_written_layout_matches_the_codebase_version(written):
         assert [r["videos/observation.images.top/from_timestamp"] for r in rows] == pytest.approx([0.0, 2.0, 4.0])
         last_episode_actions = np.stack([-state(g) for g in range(2 * FRAMES, 3 * FRAMES)])
         assert rows[2]["stats/action/mean"] == pytest.approx(last_episode_actions.mean(0).tolist())
+
+
+def test_every_file_and_directory_written_is_as_readable_as_plain_writes_make_it(written):
+    # Written under file_modes.UMASK: parquet, JSON and mp4 files (placed or grown by stream copy) and their folders.
+    _, root = written
+    assert file_modes.unexpected_modes(root) == {}
 
 
 def test_round_trip_returns_the_written_values(written):

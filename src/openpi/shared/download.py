@@ -21,6 +21,8 @@ import fsspec
 import fsspec.callbacks
 import tqdm
 
+from openpi.shared import fileio as _fileio
+
 logger = logging.getLogger(__name__)
 
 DATA_HOME_ENV = "OPENPI_DATA_HOME"
@@ -380,8 +382,7 @@ def _fetch_file(
     except BaseException:
         counter.rewind()
         raise
-    with open(part, "rb") as written:
-        os.fsync(written.fileno())
+    _fileio.fsync_file(part)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(part, final)
 

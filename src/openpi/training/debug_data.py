@@ -18,6 +18,7 @@ from sentencepiece import sentencepiece_model_pb2
 
 from openpi.models import tokenizer as _tokenizer
 from openpi.shared import download
+from openpi.shared import fileio as _fileio
 from openpi.training import lerobot_dataset
 
 # Printable ASCII, the word-boundary marker and newline, after the four special pieces.
@@ -60,10 +61,7 @@ def tokenizer_path() -> pathlib.Path:
     proto = _char_tokenizer_proto()
     if path.is_file() and path.read_bytes() == proto:
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(proto)
-    os.replace(tmp, path)
+    _fileio.atomic_write_bytes(path, proto)
     return path
 
 

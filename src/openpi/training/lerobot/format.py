@@ -3,8 +3,9 @@
 import json
 import os
 from pathlib import Path
-import tempfile
 from typing import Any
+
+from openpi.shared import fileio as _fileio
 
 SUPPORTED_VERSIONS = ("v2.0", "v2.1", "v3.0")
 WRITABLE_VERSIONS = ("v2.1", "v3.0")
@@ -99,39 +100,16 @@ def load_jsonl(path: Path, what: str) -> list[dict]:
     return rows
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes `data` to a temp file next to `path`, fsyncs it, then renames it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def json_bytes(data: Any) -> bytes:
     return json.dumps(data, ensure_ascii=False).encode()
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=4, ensure_ascii=False) + "\n").encode())
+    _fileio.atomic_write_bytes(path, (json.dumps(data, indent=4, ensure_ascii=False) + "\n").encode())
 
 
 def atomic_write_jsonl(path: Path, rows: list[dict]) -> None:
-    atomic_write_bytes(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode())
-
-
-def temp_path_for(path: Path) -> Path:
-    """A fresh temp path in `path`'s directory (same filesystem, so a later `os.replace` is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    return Path(tmp)
+    _fileio.atomic_write_bytes(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode())
 
 
 def new_info(

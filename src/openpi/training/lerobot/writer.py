@@ -15,7 +15,6 @@ import math
 import os
 from pathlib import Path
 import shutil
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ import PIL.Image
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from openpi.shared import fileio as _fileio
 from openpi.training.lerobot import columns
 from openpi.training.lerobot import format as fmt
 from openpi.training.lerobot import stats as stats_lib
@@ -88,11 +88,6 @@ def _to_hwc_uint8(key: str, value: Any, hwc: tuple[int, int, int]) -> np.ndarray
     return np.ascontiguousarray(array)
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
 def _parquet_bytes(table: pa.Table) -> bytes:
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="snappy")
@@ -143,7 +138,7 @@ class DatasetWriter:
         self.total_frames = 0
         self._current_data_table: pa.Table | None = None  # v3.0: rows of the data file being appended to
         root.mkdir(parents=True, exist_ok=True)
-        self._scratch = Path(tempfile.mkdtemp(dir=root, prefix=_SCRATCH_PREFIX))
+        self._scratch = _fileio.staging_dir(root, _SCRATCH_PREFIX)
         self._finalized = False
         fmt.atomic_write_json(root / fmt.INFO_PATH, self.info)
         self._reset_episode()
@@ -157,7 +152,7 @@ class DatasetWriter:
         self._encoders: dict[str, video.EpisodeVideoEncoder] = {}
         self._image_files: dict[str, list[Path]] = {key: [] for key in self.image_keys}
         self._camera_stats = {key: stats_lib.ImageStats() for key in self.video_keys + self.image_keys}
-        self._episode_dir = Path(tempfile.mkdtemp(dir=self._scratch, prefix="episode-"))
+        self._episode_dir = _fileio.staging_dir(self._scratch, "episode-")
 
     @property
     def episode_size(self) -> int:
@@ -230,7 +225,7 @@ class DatasetWriter:
         episode_tasks = list(dict.fromkeys(self._frame_tasks))
         for encoder in self._encoders.values():
             encoder.close()
-            _fsync(encoder.path)
+            _fileio.fsync_file(encoder.path)
 
         data = {key: np.stack(self._values[key]) for key in self.value_keys}
         data["timestamp"] = np.asarray(self._timestamps, dtype=np.float32)
@@ -267,7 +262,7 @@ class DatasetWriter:
         episode_index = row["episode_index"]
         chunk = episode_index // self.info["chunks_size"]
         place = {"episode_chunk": chunk, "episode_index": episode_index}
-        fmt.atomic_write_bytes(self.root / self.info["data_path"].format(**place), _parquet_bytes(table))
+        _fileio.atomic_write_bytes(self.root / self.info["data_path"].format(**place), _parquet_bytes(table))
         for key in self.video_keys:
             self._place_episode_video(key, self.root / self.info["video_path"].format(video_key=key, **place))
         self.episode_rows.append(row)
@@ -316,9 +311,9 @@ class DatasetWriter:
             ],
         }
         task_table = task_table.replace_schema_metadata({b"pandas": fmt.json_bytes(pandas_index)})
-        fmt.atomic_write_bytes(self.root / fmt.TASKS_PATH, _parquet_bytes(task_table))
+        _fileio.atomic_write_bytes(self.root / fmt.TASKS_PATH, _parquet_bytes(task_table))
         episodes_path = self.root / fmt.EPISODES_PATH.format(chunk_index=0, file_index=0)
-        fmt.atomic_write_bytes(episodes_path, _parquet_bytes(pa.Table.from_pylist(self.episode_rows)))
+        _fileio.atomic_write_bytes(episodes_path, _parquet_bytes(pa.Table.from_pylist(self.episode_rows)))
         fmt.atomic_write_json(self.root / fmt.STATS_PATH, stats_lib.to_json(stats_lib.aggregate(self.episode_stats)))
         self._write_info(row["length"])
 
@@ -337,7 +332,7 @@ class DatasetWriter:
             else:
                 self._current_data_table = pa.concat_tables([self._current_data_table, table])
         path = self.root / fmt.DATA_PATH.format(chunk_index=chunk_index, file_index=file_index)
-        fmt.atomic_write_bytes(path, _parquet_bytes(self._current_data_table))
+        _fileio.atomic_write_bytes(path, _parquet_bytes(self._current_data_table))
         return {
             "data/chunk_index": chunk_index,
             "data/file_index": file_index,
@@ -361,13 +356,8 @@ class DatasetWriter:
         if start == 0.0:
             self._place_episode_video(key, path)
         else:
-            grown = fmt.temp_path_for(path)
-            try:
+            with _fileio.atomic_path(path) as grown:
                 video.concat_videos([(path, start), (episode_mp4, duration)], grown)
-                _fsync(grown)
-                os.replace(grown, path)
-            finally:
-                grown.unlink(missing_ok=True)
         return {
             f"{prefix}/chunk_index": chunk_index,
             f"{prefix}/file_index": file_index,
