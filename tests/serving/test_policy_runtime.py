@@ -13,6 +13,7 @@ import pytest
 
 from openpi.models import model as _model
 from openpi.policies import policy as _policy
+from shared import file_modes
 
 STATE_DIM, HORIZON, ACTION_DIM = 3, 4, 2
 
@@ -118,3 +119,11 @@ def test_recorder_writes_each_step_inputs_and_outputs_atomically(policy, tmp_pat
         assert str(saved["inputs/prompt"]) == "unused"
         assert "outputs/policy_timing/infer_ms" in saved
     assert recorder.metadata == {"robot": "toy"}
+
+
+def test_recorded_steps_and_their_folder_are_as_readable_as_plain_writes_make_them(policy, tmp_path):
+    with file_modes.umask():
+        recorder = _policy.PolicyRecorder(policy, tmp_path / "records")
+        recorder.infer(_obs(1.0))
+    assert file_modes.unexpected_modes(tmp_path / "records") == {}
+    assert [p.name for p in (tmp_path / "records").iterdir()] == ["step_0.npz"]

@@ -7,7 +7,6 @@ import functools
 import logging
 import os
 import pathlib
-import tempfile
 import time
 from typing import Any
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from openpi import transforms as _transforms
 from openpi.models import model as _model
+from openpi.shared import fileio as _fileio
 from openpi_client import base_policy as _base_policy
 
 logger = logging.getLogger(__name__)
@@ -120,13 +120,8 @@ class PolicyRecorder(_base_policy.BasePolicy):
         flat = _transforms.flatten_dict({"inputs": obs, "outputs": results})
         arrays = {key: np.asarray(value) for key, value in flat.items() if value is not None}
         path = self._record_dir / f"step_{self._step}.npz"
-        with tempfile.NamedTemporaryFile(dir=self._record_dir, suffix=".npz.tmp", delete=False) as tmp:
-            try:
-                np.savez(tmp, **arrays)
-            except BaseException:
-                os.unlink(tmp.name)
-                raise
-        os.replace(tmp.name, path)
+        with _fileio.atomic_write(path) as f:
+            np.savez(f, **arrays)
         self._step += 1
         return results
 
