@@ -19,6 +19,7 @@ from models import test_pi0
 from openpi.models import model as _model
 from openpi.policies import exported as _exported
 from openpi.shared import normalize as _normalize
+from shared import file_modes
 
 # Float32 models; the exported computation is the same XLA program up to fusion choices.
 ATOL = 1e-5
@@ -41,7 +42,8 @@ def exported_dir(tiny, tmp_path_factory) -> pathlib.Path:
     config, _, params = tiny
     out = tmp_path_factory.mktemp("exported") / "model"
     processors = {"robot_a": _stats(config.action_dim, 0.0), "robot_b": _stats(config.action_dim, 1.0)}
-    return _exported.export_model(config, params, out, processors=processors, num_steps=3)
+    with file_modes.umask():
+        return _exported.export_model(config, params, out, processors=processors, num_steps=3)
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +113,11 @@ def test_artefact_holds_the_serialized_sampler_weights_metadata_and_processors(t
     assert sum(leaf.size for leaf in jax.tree.leaves(params)) == sum(
         leaf.size for leaf in jax.tree.leaves(nnx.state(test_pi0.tiny_model(config), nnx.Param))
     )
+
+
+def test_artefact_files_and_directories_are_as_readable_as_plain_writes_make_them(exported_dir):
+    # Exported under file_modes.UMASK; the artefact directory itself was the staging directory renamed into place.
+    assert file_modes.unexpected_modes(exported_dir) == {}
 
 
 def test_weights_are_arguments_not_constants_of_the_serialized_computation(tiny, exported_dir, loaded):

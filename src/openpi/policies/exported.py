@@ -24,7 +24,6 @@ import logging
 import os
 import pathlib
 import shutil
-import tempfile
 from typing import Any
 
 import flax.nnx as nnx
@@ -37,6 +36,7 @@ from openpi import transforms as _transforms
 from openpi.models import model as _model
 from openpi.models import tokenizer as _tokenizer
 from openpi.shared import download
+from openpi.shared import fileio as _fileio
 from openpi.shared import normalize as _normalize
 
 logger = logging.getLogger(__name__)
@@ -88,8 +88,7 @@ def export_model(
     exported = _export_sampler(config, params, num_steps=num_steps, platforms=platforms)
     serialized = exported.serialize()
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    staging = _fileio.staging_dir(out_dir.parent, f".{out_dir.name}.tmp-")
     try:
         (staging / SAMPLER_FILE).write_bytes(serialized)
         with ocp.PyTreeCheckpointer() as checkpointer:
