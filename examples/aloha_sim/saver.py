@@ -7,6 +7,7 @@ import pathlib
 
 import numpy as np
 
+from openpi.shared import fileio as _fileio
 from openpi.training.lerobot import video as _video
 from openpi_client.runtime import subscriber as _subscriber
 
@@ -43,6 +44,7 @@ class VideoSaver(_subscriber.Subscriber):
             return
         self._encoder.close()
         path = self._out_dir / f"episode_{self._episode:03d}.mp4"
+        _fileio.fsync_file(self._encoder.path)  # so that a crash after the rename cannot leave an empty video
         self._encoder.path.replace(path)
         self._encoder = None
         self.paths.append(path)
