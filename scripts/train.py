@@ -66,8 +66,8 @@ def init_train_state(
     def init(rng: jax.Array, loaded_params: dict | None) -> _utils.TrainState:
         graphdef, params = nnx.split(config.model.create(rng))
         if loaded_params:
-            merged = traverse_util.flatten_dict(params.to_pure_dict()) | traverse_util.flatten_dict(loaded_params)
-            params.replace_by_pure_dict(traverse_util.unflatten_dict(merged))
+            merged = traverse_util.flatten_dict(nnx.to_pure_dict(params)) | traverse_util.flatten_dict(loaded_params)
+            nnx.replace_by_pure_dict(params, traverse_util.unflatten_dict(merged))
         trainable, frozen = _split_params(config, params)
         # Frozen params are only read: bfloat16 halves their memory.
         frozen = jax.tree.map(lambda x: x.astype(jnp.bfloat16), frozen)
@@ -89,8 +89,8 @@ def init_train_state(
             lambda leaf, where: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=where), abstract, state_sharding
         )
         return _checkpoints.restore_state(resume_from, with_sharding), state_sharding
-    loaded = config.weight_loader.load(abstract.params.to_pure_dict())
-    _model.check_param_tree(abstract.params.to_pure_dict(), loaded)
+    loaded = config.weight_loader.load(nnx.to_pure_dict(abstract.params))
+    _model.check_param_tree(nnx.to_pure_dict(abstract.params), loaded)
     # Leaves the loader left abstract keep their fresh initialisation.
     loaded = traverse_util.unflatten_dict(
         {k: v for k, v in traverse_util.flatten_dict(loaded).items() if not isinstance(v, jax.ShapeDtypeStruct)}

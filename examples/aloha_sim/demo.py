@@ -52,7 +52,7 @@ class Preset:
 
 
 PRESETS = {
-    False: Preset("pi0_aloha_sim_demo", (96, 96), 2_000, 10),
+    False: Preset("pi0_aloha_sim_demo", (96, 96), 4_000, 10),
     True: Preset("pi0_aloha_sim_demo_full", (224, 224), 5_000, 10),
 }
 
@@ -64,11 +64,11 @@ class Args:
     # Everything goes here: lerobot/ (demos), assets/ (norm stats), checkpoints/, videos/, results.json.
     out_dir: pathlib.Path = pathlib.Path("data/aloha_sim/demo")
     # Scripted-expert demonstrations to train on (episodes from seeds --seed, --seed + 1, ...).
-    num_demos: int = 40
-    # Train steps; default: the preset's (2000 small, 5000 full size).
+    num_demos: int = 50
+    # Train steps; default: the preset's (4000 small, 5000 full size).
     num_train_steps: int | None = None
     # Closed-loop evaluation episodes (seeds 100000 + --seed + i, never seen in training).
-    num_eval_episodes: int = 10
+    num_eval_episodes: int = 20
     # An evaluation episode that has not succeeded after this many steps (50 per second) fails.
     max_eval_steps: int = 400
     # Full-size pi0 (PaliGemma 3B) fine-tuned from the pi0_base weights (downloaded) at 224x224: needs a GPU.
@@ -162,6 +162,7 @@ class Demo:
             video=False,
             repo_id=self.data_config.repo_id,
             overwrite=True,
+            num_workers=_generate_data.DEFAULT_NUM_WORKERS,
         )
         _write_json(self.dataset_dir / STAMP_FILE, self.data_stamp)
         print(f"Wrote {self.dataset_dir}")

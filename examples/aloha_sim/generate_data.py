@@ -9,8 +9,14 @@ joint-position command sent at that frame), `observation.images.cam_high` (+ wri
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Iterator
+import concurrent.futures
 import dataclasses
+import itertools
 import logging
+import multiprocessing
+import os
 import pathlib
 import shutil
 
@@ -24,6 +30,10 @@ import tyro
 from openpi.training import lerobot_dataset
 
 logger = logging.getLogger(__name__)
+
+# Two simulating processes nearly halve the recording time on a 2-core machine; more rarely pay (rendering is
+# single-threaded, and this process encodes and writes the frames).
+DEFAULT_NUM_WORKERS = min(2, os.cpu_count() or 1)
 
 
 @dataclasses.dataclass
@@ -52,6 +62,8 @@ class Args:
     repo_id: str = "openpi/aloha_sim_transfer_cube_scripted"
     # Replace an existing dataset at --out-root.
     overwrite: bool = False
+    # Processes simulating episodes in parallel (the dataset is written by this one); 1 records in this process.
+    num_workers: int = DEFAULT_NUM_WORKERS
 
 
 def features(cameras: tuple[str, ...], resolution: tuple[int, int], video: bool = True) -> dict[str, dict]:
@@ -88,6 +100,50 @@ def record_episode(
     return frames, simulation.is_success
 
 
+_worker_simulation: _sim.AlohaSim | None = None
+
+
+def _start_worker(task: str) -> None:
+    global _worker_simulation
+    _worker_simulation = _sim.AlohaSim(task)
+
+
+def _record_in_worker(seed: int, cameras: tuple[str, ...], resolution: tuple[int, int]) -> tuple[list[dict], bool]:
+    assert _worker_simulation is not None, "worker not started"
+    return record_episode(_worker_simulation, seed, cameras, resolution)
+
+
+def recorded_episodes(
+    task: str, first_seed: int, cameras: tuple[str, ...], resolution: tuple[int, int], num_workers: int = 1
+) -> Iterator[tuple[int, list[dict], bool]]:
+    """`(seed, frames, succeeded)` for seeds `first_seed`, `first_seed + 1`, ... in order, without end.
+
+    With `num_workers` > 1, that many processes simulate the next episodes while the caller handles this one.
+    """
+    if num_workers < 1:
+        raise ValueError(f"num_workers: expected >= 1, got {num_workers}")
+    if num_workers == 1:
+        simulation = _sim.AlohaSim(task)
+        for seed in itertools.count(first_seed):
+            yield seed, *record_episode(simulation, seed, cameras, resolution)
+        return
+    # Spawned, not forked: the parent may already run JAX threads, which a fork would copy mid-flight.
+    pool = concurrent.futures.ProcessPoolExecutor(
+        num_workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=(task,)
+    )
+    seeds = itertools.count(first_seed)
+    in_flight: collections.deque = collections.deque()
+    try:
+        while True:
+            while len(in_flight) < num_workers:
+                seed = next(seeds)
+                in_flight.append((seed, pool.submit(_record_in_worker, seed, cameras, resolution)))
+            seed, episode = in_flight.popleft()
+            yield seed, *episode.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def generate(
     out_root: pathlib.Path,
     num_episodes: int,
@@ -101,6 +157,7 @@ def generate(
     codebase_version: str = "v2.1",
     repo_id: str = "openpi/aloha_sim_transfer_cube_scripted",
     overwrite: bool = False,
+    num_workers: int = 1,
 ) -> pathlib.Path:
     """Writes `num_episodes` expert episodes to `out_root` (built in a sibling temp dir, renamed when complete)."""
     out_root = pathlib.Path(out_root)
@@ -109,7 +166,7 @@ def generate(
     if out_root.exists() and not overwrite:
         raise FileExistsError(f"out_root: {out_root} already exists (pass overwrite=True / --overwrite to replace it)")
     cameras = ("top", "left_wrist", "right_wrist") if wrist_cameras else ("top",)
-    simulation = _sim.AlohaSim(task)
+    prompt = _sim.get_task(task).prompt
     staging = out_root.with_name(f".{out_root.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     dataset = lerobot_dataset.LeRobotDataset.create(
@@ -120,19 +177,20 @@ def generate(
         robot_type="aloha",
         codebase_version=codebase_version,
     )
-    attempts = 0
+    episodes = recorded_episodes(task, seed, cameras, resolution, num_workers)
     with tqdm.tqdm(total=num_episodes, desc="Recording expert episodes", unit="episode") as progress:
-        while progress.n < num_episodes:
-            frames, succeeded = record_episode(simulation, seed + attempts, cameras, resolution)
-            attempts += 1
+        for attempts, (episode_seed, frames, succeeded) in enumerate(episodes, start=1):
             if not (succeeded or keep_failures):
-                logger.warning("Seed %d: the expert failed; episode dropped", seed + attempts - 1)
+                logger.warning("Seed %d: the expert failed; episode dropped", episode_seed)
                 continue
             for frame in frames:
-                dataset.add_frame({**frame, "task": simulation.task.prompt})
+                dataset.add_frame({**frame, "task": prompt})
             dataset.save_episode()
             progress.update()
             progress.set_postfix(expert_success=f"{progress.n}/{attempts}" if not keep_failures else "kept all")
+            if progress.n == num_episodes:
+                break
+    episodes.close()
     dataset.finalize()
     if out_root.exists():
         shutil.rmtree(out_root)
@@ -154,6 +212,7 @@ def main(args: Args) -> None:
         codebase_version=args.codebase_version,
         repo_id=args.repo_id,
         overwrite=args.overwrite,
+        num_workers=args.num_workers,
     )
     print(f"Wrote {args.num_episodes} episodes to {path}")
 

@@ -59,7 +59,7 @@ def _write_fixture(directory: pathlib.Path, seed: int) -> pathlib.Path:
     }
     config = parity.config_from_fixture(meta)
     model = config.create(jax.random.key(seed))
-    params = nnx.state(model, nnx.Param).to_pure_dict()
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     rng = np.random.default_rng(seed)
     batch = 3
     arrays = {f"params/{'/'.join(path)}": np.asarray(v) for path, v in _model._flatten(params).items()}

@@ -80,7 +80,7 @@ def _random_observation(config: pi0.Pi0Config, batch_size: int, seed: int = 0) -
 def test_full_size_param_tree_matches_original_paths_and_shapes():
     reference = json.loads((REFERENCE / "pi0_full_param_shapes.json").read_text())["models"]["pi0"]
     model = nnx.eval_shape(lambda: pi0.Pi0Config().create(jax.random.key(0)))
-    shapes = _flat_shapes(nnx.state(model, nnx.Param).to_pure_dict())
+    shapes = _flat_shapes(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
     assert shapes == {path: tuple(spec["shape"]) for path, spec in reference["params"].items()}
     assert sum(int(np.prod(shape)) for shape in shapes.values()) == reference["num_params"] == 3_238_048_528
 
@@ -88,7 +88,7 @@ def test_full_size_param_tree_matches_original_paths_and_shapes():
 def test_lora_variants_add_adapters_only_to_lora_experts():
     def param_paths(config):
         model = nnx.eval_shape(lambda: config.create(jax.random.key(0)))
-        return set(_flat_shapes(nnx.state(model, nnx.Param).to_pure_dict()))
+        return set(_flat_shapes(nnx.to_pure_dict(nnx.state(model, nnx.Param))))
 
     base = param_paths(pi0.Pi0Config())
     both = param_paths(pi0.Pi0Config(paligemma_variant="gemma_2b_lora", action_expert_variant="gemma_300m_lora"))
@@ -104,7 +104,7 @@ def test_lora_variants_add_adapters_only_to_lora_experts():
 
 def test_lora_rank_and_shapes_follow_variant():
     model = nnx.eval_shape(lambda: pi0.Pi0Config(paligemma_variant="gemma_2b_lora").create(jax.random.key(0)))
-    shapes = _flat_shapes(nnx.state(model, nnx.Param).to_pure_dict())
+    shapes = _flat_shapes(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
     assert shapes["PaliGemma/llm/layers/attn/q_einsum/lora_a"] == (18, 8, 2048, 16)
     assert shapes["PaliGemma/llm/layers/attn/q_einsum/lora_b"] == (18, 8, 16, 256)
     assert shapes["PaliGemma/llm/layers/mlp/gating_einsum_lora_a"] == (18, 2, 2048, 16)
@@ -114,7 +114,7 @@ def test_lora_rank_and_shapes_follow_variant():
 def test_freeze_filter_freezes_base_weights_of_lora_experts_only():
     config = pi0.Pi0Config(paligemma_variant="gemma_2b_lora", action_expert_variant="gemma_300m")
     model = nnx.eval_shape(lambda: config.create(jax.random.key(0)))
-    frozen = set(_flat_shapes(nnx.state(model, config.get_freeze_filter()).to_pure_dict()))
+    frozen = set(_flat_shapes(nnx.to_pure_dict(nnx.state(model, config.get_freeze_filter()))))
     assert "PaliGemma/llm/layers/attn/q_einsum/w" in frozen
     assert "PaliGemma/llm/embedder/input_embedding" in frozen
     assert "PaliGemma/llm/layers/attn/q_einsum/lora_a" not in frozen
@@ -135,8 +135,8 @@ def test_fresh_lora_model_computes_exactly_what_its_base_model_computes():
     adapted = lora_config.create(jax.random.key(2))
     # Base weights copied over; adapters keep their fresh initialisation (B = 0).
     state = nnx.state(adapted, nnx.Param)
-    merged = _model._flatten(state.to_pure_dict()) | _model._flatten(nnx.state(base, nnx.Param).to_pure_dict())
-    state.replace_by_pure_dict(_model._unflatten(merged))
+    merged = _model._flatten(nnx.to_pure_dict(state)) | _model._flatten(nnx.to_pure_dict(nnx.state(base, nnx.Param)))
+    nnx.replace_by_pure_dict(state, _model._unflatten(merged))
     nnx.update(adapted, state)
 
     observation = _random_observation(base_config, batch_size=2)
@@ -176,7 +176,7 @@ def test_restore_params_on_missing_path_names_it(tmp_path):
 
 def test_load_refuses_mismatched_params_with_their_paths():
     config = tiny_config()
-    params = nnx.state(config.create(jax.random.key(0)), nnx.Param).to_pure_dict()
+    params = nnx.to_pure_dict(nnx.state(config.create(jax.random.key(0)), nnx.Param))
     params["state_proj"]["kernel"] = np.zeros((3, 3), np.float32)
     del params["action_out_proj"]["bias"]
     with pytest.raises(ValueError, match=r"shape of state_proj/kernel: expected \(8, 16\), got \(3, 3\)") as info:
@@ -187,7 +187,7 @@ def test_load_refuses_mismatched_params_with_their_paths():
 def test_loaded_model_reproduces_created_model():
     config = tiny_config()
     model = config.create(jax.random.key(0))
-    loaded = config.load(nnx.state(model, nnx.Param).to_pure_dict())
+    loaded = config.load(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
     observation = _random_observation(config, batch_size=1)
     noise = jax.random.normal(jax.random.key(1), (1, 4, 8))
     np.testing.assert_array_equal(

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import types
 
+import flax.nnx as nnx
 import jax
 import numpy as np
 import pytest
@@ -68,7 +69,7 @@ def test_checkpoint_holds_ema_params_readable_by_restore_params_and_norm_stats(r
     config = runs.straight_config
     step_dir = config.checkpoint_dir / "5"
     params = _model.restore_params(step_dir / "params", restore_type=np.ndarray)
-    expected = jax.device_get(runs.straight.ema_params.to_pure_dict())
+    expected = jax.device_get(nnx.to_pure_dict(runs.straight.ema_params))
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(expected), strict=True):
         np.testing.assert_array_equal(a, b)
     config.model.load(params)
@@ -119,8 +120,8 @@ def test_lora_training_changes_only_adapters_and_unfrozen_layers(root):
     initial, _ = train.init_train_state(
         config, jax.random.split(jax.random.key(config.seed))[0], train.sharding.make_mesh(1)
     )
-    before = jax.device_get(initial.params.to_pure_dict())
-    after = jax.device_get(train.main(config).params.to_pure_dict())
+    before = jax.device_get(nnx.to_pure_dict(initial.params))
+    after = jax.device_get(nnx.to_pure_dict(train.main(config).params))
     flat_before = dict(jax.tree_util.tree_flatten_with_path(before)[0])
     for path, value in jax.tree_util.tree_flatten_with_path(after)[0]:
         name = jax.tree_util.keystr(path)

@@ -158,11 +158,11 @@ class BaseModelConfig(abc.ABC):
         """Creates a model holding ``params`` (a nested dict as ``restore_params`` returns)."""
         model = nnx.eval_shape(self.create, jax.random.key(0))
         graphdef, state = nnx.split(model)
-        expected = state.to_pure_dict()
+        expected = nnx.to_pure_dict(state)
         if remove_extra_params:
             params = intersect_trees(expected, params)
         check_param_tree(expected, params)
-        state.replace_by_pure_dict(jax.tree.map(jnp.asarray, params))
+        nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
         return nnx.merge(graphdef, state)
 
     def fake_obs(self, batch_size: int = 1) -> Observation:

@@ -84,7 +84,7 @@ def export_model(
         if not name or name.startswith("/") or any(part in ("", ".", "..") for part in parts):
             raise ValueError(f"processors: expected relative names like 'trossen' or 'org/dataset', got {name!r}")
 
-    params = nnx.state(config.load(params)).to_pure_dict()
+    params = nnx.to_pure_dict(nnx.state(config.load(params)))
     exported = _export_sampler(config, params, num_steps=num_steps, platforms=platforms)
     serialized = exported.serialize()
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -43,6 +46,30 @@ def test_dataset_reads_back_with_the_expert_episodes(dataset_root):
     image = item["observation.images.cam_high"]
     assert image.shape == (3, 32, 48)
     assert image.std() > 0.03  # a decoded scene, not a blank frame
+
+
+@pytest.mark.slow
+def test_parallel_recording_writes_the_same_episodes(dataset_root, tmp_path):
+    root = tmp_path / "parallel"
+    script = example_modules.EXAMPLES_DIR / "aloha_sim" / "generate_data.py"
+    command = [sys.executable, str(script), "--out-root", str(root), "--num-episodes", "2", "--seed", "3"]
+    command += ["--resolution", "32", "48", "--num-workers", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    def columns(path):
+        dataset = lerobot_dataset.LeRobotDataset("local/aloha_sim", root=path, local_files_only=True)
+        return dataset.hf_columns(["action", "observation.state", "episode_index", "frame_index"])
+
+    sequential, parallel = columns(dataset_root), columns(root)
+    for key, values in sequential.items():
+        np.testing.assert_array_equal(parallel[key], values, err_msg=key)
+
+
+def test_worker_count_below_one_is_refused():
+    episodes = generate_data.recorded_episodes("gym_aloha/AlohaTransferCube-v0", 0, ("top",), (32, 32), num_workers=0)
+    with pytest.raises(ValueError, match="num_workers"):
+        next(episodes)
 
 
 @pytest.mark.slow
