@@ -3,8 +3,12 @@
     uv run bench/bench_model.py                                   # the full table (takes a while on CPU)
     uv run bench/bench_model.py --configs dummy --dtypes float32 --sample-batch-sizes 1 --grad-batch-sizes
 
-Configs: ``dummy`` (full So400m/14 SigLIP, tiny Gemma experts) and ``gemma_300m`` (both experts gemma_300m-sized).
-Prints one row per measurement plus peak RSS, and appends nothing anywhere: copy figures into bench/RESULTS.md.
+    # on a GPU: full pi0 with bf16 weights, as serve_policy.py loads them
+    python bench/bench_model.py --configs pi0 --dtypes bfloat16 --sample-param-dtype bfloat16 --grad-batch-sizes
+
+Configs: ``dummy`` (full So400m/14 SigLIP, tiny Gemma experts), ``gemma_300m`` (both experts gemma_300m-sized) and
+``pi0`` (the full model: gemma_2b + gemma_300m expert, 3.3 B params). Prints one row per measurement plus peak RSS
+(and the accelerator's peak memory when it reports one); appends nothing anywhere: copy figures into bench/RESULTS.md.
 """
 
 import dataclasses
@@ -26,6 +30,7 @@ from openpi.shared import compilation_cache
 CONFIGS = {
     "dummy": {"paligemma_variant": "dummy", "action_expert_variant": "dummy"},
     "gemma_300m": {"paligemma_variant": "gemma_300m", "action_expert_variant": "gemma_300m"},
+    "pi0": {"paligemma_variant": "gemma_2b", "action_expert_variant": "gemma_300m"},
 }
 
 
@@ -41,6 +46,9 @@ class Args:
     """Recompute activations in the backward pass (the original always does); False trades memory for speed."""
     compilation_cache: bool = False
     """Use the persistent compilation cache (then 'compile' shows a warm-cache start)."""
+    sample_param_dtype: str | None = None
+    """Cast the weights to this dtype for ``sample_actions`` (a served policy holds bfloat16 weights, as in the
+    original); default: keep the float32 weights a freshly created model holds."""
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
@@ -71,6 +79,10 @@ def bench_config(name: str, dtype: str, args: Args) -> list[tuple[str, int, floa
     config = pi0.Pi0Config(dtype=dtype, remat=args.remat, **CONFIGS[name])
     model = config.create(jax.random.key(0))
     graphdef, state = nnx.split(model)
+    sample_state = state
+    if args.sample_param_dtype is not None:
+        params = jax.tree.map(lambda x: x.astype(args.sample_param_dtype), nnx.to_pure_dict(state))
+        sample_state = nnx.state(config.load(params))
     rows = []
 
     @jax.jit
@@ -86,7 +98,7 @@ def bench_config(name: str, dtype: str, args: Args) -> list[tuple[str, int, floa
         return jax.value_and_grad(loss_fn)(state)
 
     for batch_size in args.sample_batch_sizes:
-        compile_s, warm_s = _measure(sample, (state, config.fake_obs(batch_size)), args.repeats)
+        compile_s, warm_s = _measure(sample, (sample_state, config.fake_obs(batch_size)), args.repeats)
         rows.append(("sample_actions", batch_size, compile_s, warm_s))
         _print_row(name, dtype, *rows[-1])
     for batch_size in args.grad_batch_sizes:
@@ -97,11 +109,20 @@ def bench_config(name: str, dtype: str, args: Args) -> list[tuple[str, int, floa
     return rows
 
 
+def _device_peak_gib() -> float | None:
+    """Peak memory in use on the first device since the start (GPUs report it; the CPU backend does not)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else peak / 2**30
+
+
 def _print_row(name, dtype, what, batch_size, compile_s, warm_s):
     rss_gib = psutil.Process().memory_info().rss / 2**30
+    device_peak = _device_peak_gib()
+    device = "" if device_peak is None else f"  device peak {device_peak:6.2f} GiB"
     print(
         f"{name:<11} {dtype:<9} {what:<15} batch {batch_size:<2} compile {compile_s:7.2f} s  "
-        f"warm {warm_s:7.3f} s  rss {rss_gib:5.2f} GiB",
+        f"warm {warm_s * 1000:9.1f} ms  rss {rss_gib:5.2f} GiB{device}",
         flush=True,
     )
 
@@ -110,8 +131,9 @@ def main(args: Args) -> None:
     if args.compilation_cache:
         compilation_cache.enable()
     print(
-        f"jax {jax.__version__} on {jax.devices()[0].platform} ({platform.processor() or platform.machine()}), "
-        f"{psutil.cpu_count()} cpus, remat={args.remat}"
+        f"jax {jax.__version__} on {jax.devices()[0].platform} {jax.devices()[0].device_kind} "
+        f"({platform.processor() or platform.machine()}), {psutil.cpu_count()} cpus, remat={args.remat}, "
+        f"sample weights {args.sample_param_dtype or 'float32'}"
     )
     print(f"float32 matmul rate before: {matmul_gflops():.0f} GFLOP/s, load average {os.getloadavg()}")
     for name in args.configs:

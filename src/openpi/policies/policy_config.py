@@ -78,12 +78,16 @@ def make_policy_config(
 ) -> PolicyConfig:
     """Loads the params of a training checkpoint (local, s3://, gs://) and the train config's transforms.
 
-    Norm stats come from `<checkpoint_dir>/assets/<asset_id>/norm_stats.json` unless given; a data config without
+    Params are cast to the model config's `dtype`. Norm stats come from
+    `<checkpoint_dir>/assets/<asset_id>/norm_stats.json` unless given; a data config without
     an asset id (e.g. random debug data) has none and serves unnormalized.
     """
     checkpoint_dir = download.maybe_download(str(checkpoint_dir))
     logger.info("Loading %s params from %s", train_config.name, checkpoint_dir)
-    model = train_config.model.load(_model.restore_params(checkpoint_dir / "params"))
+    # Weights are held in the model's compute dtype (bfloat16 for pi0, as in the original): half the memory of
+    # the float32 training checkpoint, and the memory-bound batch-1 inference reads half the bytes.
+    params = _model.restore_params(checkpoint_dir / "params", dtype=getattr(train_config.model, "dtype", None))
+    model = train_config.model.load(params)
     data_config = train_config.data.create(train_config.assets_dirs, train_config.model)
     if norm_stats is None and data_config.asset_id is not None:
         norm_stats = _checkpoints.load_norm_stats(checkpoint_dir / "assets", data_config.asset_id)
