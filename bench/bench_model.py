@@ -49,6 +49,8 @@ class Args:
     sample_param_dtype: str | None = None
     """Cast the weights to this dtype for ``sample_actions`` (a served policy holds bfloat16 weights, as in the
     original); default: keep the float32 weights a freshly created model holds."""
+    profile_dir: str | None = None
+    """Write a profiler trace (perfetto ``*.trace.json.gz``) of one warm call per measurement here."""
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
@@ -68,10 +70,14 @@ def _timed(fn, *args) -> float:
     return time.perf_counter() - start
 
 
-def _measure(fn, args: tuple, repeats: int) -> tuple[float, float]:
+def _measure(fn, args: tuple, repeats: int, profile_dir: str | None = None) -> tuple[float, float]:
     first = _timed(fn, *args)
     warm = [_timed(fn, *args) for _ in range(repeats)]
     median = statistics.median(warm)
+    if profile_dir is not None:
+        os.makedirs(profile_dir, exist_ok=True)
+        with jax.profiler.trace(profile_dir, create_perfetto_trace=True):
+            _timed(fn, *args)
     return first - median, median  # compile time ~ first call minus a warm call
 
 
@@ -98,15 +104,27 @@ def bench_config(name: str, dtype: str, args: Args) -> list[tuple[str, int, floa
         return jax.value_and_grad(loss_fn)(state)
 
     for batch_size in args.sample_batch_sizes:
-        compile_s, warm_s = _measure(sample, (sample_state, config.fake_obs(batch_size)), args.repeats)
+        compile_s, warm_s = _measure(
+            sample,
+            (sample_state, config.fake_obs(batch_size)),
+            args.repeats,
+            _profile_dir(args, name, dtype, "sample", batch_size),
+        )
         rows.append(("sample_actions", batch_size, compile_s, warm_s))
         _print_row(name, dtype, *rows[-1])
     for batch_size in args.grad_batch_sizes:
         inputs = (state, config.fake_obs(batch_size), config.fake_act(batch_size))
-        compile_s, warm_s = _measure(grad_step, inputs, args.repeats)
+        profile_dir = _profile_dir(args, name, dtype, "grad", batch_size)
+        compile_s, warm_s = _measure(grad_step, inputs, args.repeats, profile_dir)
         rows.append(("grad_step", batch_size, compile_s, warm_s))
         _print_row(name, dtype, *rows[-1])
     return rows
+
+
+def _profile_dir(args: Args, *labels) -> str | None:
+    if args.profile_dir is None:
+        return None
+    return os.path.join(args.profile_dir, "_".join(map(str, labels)))
 
 
 def _device_peak_gib() -> float | None:

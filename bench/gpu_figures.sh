@@ -33,8 +33,17 @@ stage() {  # stage NAME SECONDS COMMAND...: one measurement, its log in $OUT/NAM
 }
 
 stage model_pi0_sample 200 "$PY" bench/bench_model.py --configs pi0 --dtypes bfloat16 \
-  --sample-param-dtype bfloat16 --sample-batch-sizes 1 8 --grad-batch-sizes --repeats 10
-stage serving_pi0 240 "$PY" bench/bench_serving.py --policy trivial --requests 200 \
-  --throughput-policy pi0 --throughput-requests 20
-stage model_pi0_grad 100 "$PY" bench/bench_model.py --configs pi0 --dtypes bfloat16 \
-  --sample-batch-sizes --grad-batch-sizes 2 --repeats 3
+  --sample-param-dtype bfloat16 --sample-batch-sizes 1 2 4 8 --grad-batch-sizes --repeats 10 \
+  --profile-dir /tmp/gpu_profiles
+stage model_pi0_grad 120 "$PY" bench/bench_model.py --configs pi0 --dtypes bfloat16 \
+  --sample-batch-sizes --grad-batch-sizes 2 8 --repeats 3
+stage model_pi0_float32 60 "$PY" bench/bench_model.py --configs pi0 --dtypes float32 \
+  --sample-batch-sizes 1 --grad-batch-sizes --repeats 10
+if [ "${SERVING:-1}" = 1 ]; then
+  stage serving_pi0 240 "$PY" bench/bench_serving.py --policy trivial --requests 200 \
+    --throughput-policy pi0 --throughput-requests 20
+fi
+for run in /tmp/gpu_profiles/*/; do  # one perfetto trace per measurement, flat in $OUT
+  trace=$(find "$run" -name perfetto_trace.json.gz | head -n 1)
+  [ -n "$trace" ] && cp "$trace" "$OUT/$(basename "$run").trace.json.gz"
+done
