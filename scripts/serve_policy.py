@@ -78,7 +78,9 @@ class Args:
 
     # Refuse connections without this key (`Api-Key` header); None accepts all.
     api_key: str | None = None
-    # Most observations of concurrent clients combined into one model call.
+    # Most observations of concurrent clients combined into one model call. On a GPU, full pi0 serves 8 clients
+    # 2.6x faster batched; on a CPU a large model is compute-bound and batch 8 costs more per observation than
+    # batch 1 (dummy pi0: 0.81x), so use 1 there; small models gain on both (bench/RESULTS.md).
     max_batch_size: int = 8
     # Longest a request waits for others to share its model call, in milliseconds.
     max_wait_ms: float = 5.0

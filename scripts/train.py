@@ -29,6 +29,7 @@ import tqdm
 
 from openpi.models import model as _model
 from openpi.shared import compilation_cache
+from openpi.shared import fileio as _fileio
 from openpi.training import checkpoints as _checkpoints
 from openpi.training import config as _config
 from openpi.training import data_loader as _data_loader
@@ -161,9 +162,7 @@ class MetricsLog:
             self._rewrite()
 
     def _rewrite(self) -> None:
-        tmp = self._path.with_name(f".{self._path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self._records))
-        os.replace(tmp, self._path)
+        _fileio.atomic_write_bytes(self._path, "".join(json.dumps(r) + "\n" for r in self._records).encode())
 
     def append(self, record: dict) -> None:
         if not self._enabled:
@@ -189,9 +188,8 @@ class MetricsLog:
             (margin, 10), f"loss (log10 scale) {10 ** losses.max():.3g} .. {10 ** losses.min():.3g}", fill="black"
         )
         draw.text((margin, size[1] - margin + 10), f"step {int(steps.min())} .. {int(steps.max())}", fill="black")
-        tmp = self._curve.with_name(f".{self._curve.name}.tmp.png")
-        image.save(tmp)
-        os.replace(tmp, self._curve)
+        with _fileio.atomic_write(self._curve) as f:
+            image.save(f, format="PNG")
 
 
 def wandb_has_credentials() -> bool:
@@ -216,9 +214,7 @@ def _init_wandb(config: _config.TrainConfig, checkpoint_dir: pathlib.Path, *, re
 
     id_file = checkpoint_dir / WANDB_ID_FILE
     run_id = id_file.read_text().strip() if resuming and id_file.exists() else uuid.uuid4().hex[:8]
-    tmp = id_file.with_name(f".{id_file.name}.tmp")
-    tmp.write_text(run_id)
-    os.replace(tmp, id_file)
+    _fileio.atomic_write_bytes(id_file, run_id.encode())
     mode = os.environ.get("WANDB_MODE") or ("online" if wandb_has_credentials() else "offline")
     if mode == "offline":
         logger.info("wandb: no credentials, logging offline to %s (upload with `wandb sync`)", checkpoint_dir)

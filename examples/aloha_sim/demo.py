@@ -29,6 +29,7 @@ import sim as _sim
 import tqdm
 import tyro
 
+from openpi.shared import fileio
 from openpi.training import config as _config
 from openpi.training import data_loader as _data_loader
 from openpi_client import websocket_client_policy as _websocket_client_policy
@@ -89,9 +90,7 @@ def _read_stamp(directory: pathlib.Path) -> dict | None:
 
 
 def _write_json(path: pathlib.Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    fileio.atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 class Demo:

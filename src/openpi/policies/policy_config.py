@@ -67,6 +67,12 @@ def create_policy(config: PolicyConfig) -> _policy.Policy:
     )
 
 
+def _restore_serving_params(train_config: _config.TrainConfig, checkpoint_dir: pathlib.Path) -> dict:
+    """A checkpoint's params in the model's compute dtype (bfloat16 for pi0, as the original serves them): half
+    the memory of the float32 training weights, and half the bytes each inference reads."""
+    return _model.restore_params(checkpoint_dir / "params", dtype=getattr(train_config.model, "dtype", None))
+
+
 def make_policy_config(
     train_config: _config.TrainConfig,
     checkpoint_dir: str | os.PathLike,
@@ -84,10 +90,7 @@ def make_policy_config(
     """
     checkpoint_dir = download.maybe_download(str(checkpoint_dir))
     logger.info("Loading %s params from %s", train_config.name, checkpoint_dir)
-    # Weights are held in the model's compute dtype (bfloat16 for pi0, as in the original): half the memory of
-    # the float32 training checkpoint, and the memory-bound batch-1 inference reads half the bytes.
-    params = _model.restore_params(checkpoint_dir / "params", dtype=getattr(train_config.model, "dtype", None))
-    model = train_config.model.load(params)
+    model = train_config.model.load(_restore_serving_params(train_config, checkpoint_dir))
     data_config = train_config.data.create(train_config.assets_dirs, train_config.model)
     if norm_stats is None and data_config.asset_id is not None:
         norm_stats = _checkpoints.load_norm_stats(checkpoint_dir / "assets", data_config.asset_id)
@@ -139,7 +142,7 @@ def export_trained_policy(
     """Exports a training checkpoint (see `exported.export_model`) with its norm stats as processor `processor`
     (default: the data config's asset id) and the prompt tokenizer of the train config's model transforms."""
     checkpoint_dir = download.maybe_download(str(checkpoint_dir))
-    params = _model.restore_params(checkpoint_dir / "params")
+    params = _restore_serving_params(train_config, checkpoint_dir)
     data_config = train_config.data.create(train_config.assets_dirs, train_config.model)
     if data_config.asset_id is None:
         raise ValueError(f"config {train_config.name!r}: names no asset id, so its checkpoints carry no norm stats")
