@@ -1,6 +1,6 @@
 """Checks our pi0 against a numeric fixture made with the original openpi; exits 1 past tolerance.
 
-uv run scripts/check_parity.py ../shared/reference/pi0_tiny_parity.npz [--json PATH] [--atol 1e-4]
+uv run scripts/check_parity.py tests/fixtures/pi0_tiny_parity.npz [--json PATH] [--atol 1e-4]
 """
 
 import dataclasses

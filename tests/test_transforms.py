@@ -8,7 +8,7 @@ import pytest
 from openpi import transforms
 from openpi.shared import normalize
 
-REFERENCE = pathlib.Path(__file__).parents[2] / "shared" / "reference"
+REFERENCE = pathlib.Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from openpi.models import parity
 from openpi.models import pi0
 from openpi.models import siglip
 
-REFERENCE = pathlib.Path(__file__).parents[3] / "shared" / "reference"
+REFERENCE = pathlib.Path(__file__).parents[1] / "fixtures"
 ROOT = pathlib.Path(__file__).parents[2]
 
 

@@ -17,7 +17,7 @@ from openpi.models import model as _model
 from openpi.models import pi0
 from openpi.models import siglip
 
-REFERENCE = pathlib.Path(__file__).parents[3] / "shared" / "reference"
+REFERENCE = pathlib.Path(__file__).parents[1] / "fixtures"
 
 TINY_VISION = siglip.Config(width=32, depth=1, mlp_dim=64, num_heads=2, patch_size=(16, 16))
 TINY_GEMMA = gemma.Config(width=32, depth=2, mlp_dim=64, num_heads=4, num_kv_heads=1, head_dim=8)

@@ -13,7 +13,7 @@ from openpi.models import parity
 from openpi.policies import policy_config
 from openpi.training import config as _config
 
-REFERENCE = pathlib.Path(__file__).parents[3] / "shared" / "reference"
+REFERENCE = pathlib.Path(__file__).parents[1] / "fixtures"
 CHECKPOINT = REFERENCE / "pi0_tiny_openpi_ckpt"
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from openpi.shared import download
 
-REFERENCE_CKPT = pathlib.Path(__file__).parents[3] / "shared" / "reference" / "pi0_tiny_openpi_ckpt"
+REFERENCE_CKPT = pathlib.Path(__file__).parents[1] / "fixtures" / "pi0_tiny_openpi_ckpt"
 _SUBPROCESS_TIMEOUT_S = 60
 _DOWNLOAD_IN_SUBPROCESS = (
     "import logging, sys; logging.basicConfig(level=logging.INFO); "

@@ -9,7 +9,7 @@ import pytest
 from openpi.shared import normalize
 from shared import file_modes
 
-REFERENCE = pathlib.Path(__file__).parents[3] / "shared" / "reference"
+REFERENCE = pathlib.Path(__file__).parents[1] / "fixtures"
 KEYS = ("state", "actions")
 
 

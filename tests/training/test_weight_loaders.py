@@ -20,7 +20,7 @@ from openpi.training import weight_loaders
 
 from . import train_helpers
 
-REFERENCE = pathlib.Path(__file__).parents[3] / "shared" / "reference"
+REFERENCE = pathlib.Path(__file__).parents[1] / "fixtures"
 CHECKPOINT = REFERENCE / "pi0_tiny_openpi_ckpt"
 train = train_helpers.load_train_module()
 
