@@ -1,5 +1,7 @@
-"""Tests for PaligemmaTokenizer's token layout and TokenizePrompt, with a tiny sentencepiece model trained here."""
+"""Tests for PaligemmaTokenizer's pi0 and pi0.5 token layouts and TokenizePrompt, with a tiny sentencepiece model
+trained here and the debug character model."""
 
+import json
 import logging
 import pathlib
 
@@ -9,6 +11,7 @@ import sentencepiece
 
 from openpi import transforms
 from openpi.models import tokenizer as _tokenizer
+from openpi.training import debug_data
 
 CORPUS = [
     "pick up the red cube",
@@ -19,6 +22,7 @@ CORPUS = [
 ]
 # PaliGemma's special ids: pad 0, eos 1, bos 2.
 BOS, NEWLINE = 2, 4
+PROMPT_FORMATS = pathlib.Path(__file__).parents[1] / "fixtures" / "prompt_formats.json"
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +137,41 @@ def test_model_proto_round_trips_the_sentencepiece_model(model_path, tmp_path):
     copy_path.write_bytes(original.model_proto())
     copy = _tokenizer.PaligemmaTokenizer(16, path=copy_path)
     np.testing.assert_array_equal(copy.tokenize("fold the towel")[0], original.tokenize("fold the towel")[0])
+
+
+@pytest.fixture(scope="module")
+def char_model_path(tmp_path_factory) -> pathlib.Path:
+    """The debug character model: one token per character, so equal tokens mean equal encoded strings."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OPENPI_DATA_HOME", str(tmp_path_factory.mktemp("cache")))
+        return debug_data.tokenizer_path()
+
+
+@pytest.mark.parametrize("row", json.loads(PROMPT_FORMATS.read_text())["rows"], ids=lambda row: repr(row["prompt"]))
+def test_pi0_and_pi05_encode_the_same_strings_as_openpi(char_model_path, row):
+    processor = sentencepiece.SentencePieceProcessor(model_file=str(char_model_path))
+    tokenizer = _tokenizer.PaligemmaTokenizer(200, path=char_model_path)
+    for state, calls in ((None, row["pi0_encode_calls"]), (np.asarray(row["state"]), row["pi05_encode_calls"])):
+        tokens, mask = tokenizer.tokenize(row["prompt"], state)
+        expected = [token for text, bos in calls for token in processor.encode(text, add_bos=bos)]
+        assert tokens[mask].tolist() == expected
+        assert mask.tolist() == [True] * len(expected) + [False] * (200 - len(expected))
+
+
+def test_state_values_fall_into_256_bins_over_minus_one_to_one():
+    state = np.asarray([-1.5, -1.0, -1.0 + 2 / 256, -0.001, 0.0, 0.999, 1.0, 1.5])
+    assert _tokenizer.discretize_state(state).tolist() == [-1, 0, 1, 127, 128, 255, 255, 255]
+
+
+def test_state_must_be_one_dimensional():
+    with pytest.raises(ValueError, match=r"state: expected a 1-d array, got shape \(2, 3\)"):
+        _tokenizer.discretize_state(np.zeros((2, 3)))
+
+
+def test_pi05_prompt_is_truncated_with_a_warning(char_model_path, caplog):
+    full, _ = _tokenizer.PaligemmaTokenizer(200, path=char_model_path).tokenize("fold", np.zeros(2))
+    with caplog.at_level(logging.WARNING):
+        tokens, mask = _tokenizer.PaligemmaTokenizer(10, path=char_model_path).tokenize("fold", np.zeros(2))
+    assert "exceeds max length (10), truncating" in caplog.text
+    np.testing.assert_array_equal(tokens, full[:10])
+    assert mask.all()
