@@ -1,4 +1,4 @@
-"""Checks our pi0 against a numeric fixture made with the original openpi; exits 1 past tolerance.
+"""Checks our pi0, pi0.5 or pi0-FAST against a numeric fixture made with the original openpi; exits 1 past tolerance.
 
 uv run scripts/check_parity.py tests/fixtures/pi0_tiny_parity.npz [--json PATH] [--atol 1e-4]
 """

@@ -90,7 +90,10 @@ def test_check_parity_script_accepts_fixture_of_other_dims_and_fails_past_tolera
     npz_path = _write_fixture(tmp_path, seed=3)
     result = _run_check_parity(str(npz_path))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "29 of 29 outputs within tolerance" in result.stdout
+    with np.load(npz_path) as npz:
+        num_outputs = sum(key.startswith(("out/", "out_bf16/")) for key in npz.files)
+    assert num_outputs >= 29
+    assert f"{num_outputs} of {num_outputs} outputs within tolerance" in result.stdout
 
     with np.load(npz_path) as npz:
         arrays = dict(npz)

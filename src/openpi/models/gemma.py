@@ -4,6 +4,10 @@ Every token sequence in ``xs`` is routed through its own expert's weights (norms
 sequences attend to each other in one joint attention. Parameter names follow the original checkpoints: the
 first expert's modules have plain names (``q_einsum``), the i-th expert's carry the suffix ``_i``
 (``q_einsum_1``), and the layer stack is stored with a leading depth axis under ``layers``.
+
+An expert may be conditioned (pi0.5's action expert on the flow time): its RMSNorms become adaptive, a linear map
+of the conditioning vector giving each norm a scale, a shift and a gate for the residual branch it feeds. With a
+single expert the module is plain PaliGemma (pi0-FAST), which also decodes token logits with the embedding table.
 """
 
 import dataclasses
@@ -71,15 +75,36 @@ def _name(base: str, expert: int) -> str:
 
 
 class RMSNorm(nnx.Module):
-    """RMS normalisation with a ``(1 + scale)`` gain, computed in float32."""
+    """RMS normalisation, computed in float32, with a learned ``(1 + scale)`` gain; or, when ``adaptive``, with a
+    gain, shift and residual gate computed from a conditioning vector (adaRMSNorm, zero-initialised: identity)."""
 
-    def __init__(self, width: int):
-        self.scale = nnx.Param(jnp.zeros((width,), jnp.float32))
+    def __init__(self, width: int, *, adaptive: bool = False, rngs: nnx.Rngs | None = None):
+        if adaptive:
+            self.Dense_0 = nnx.Linear(width, 3 * width, kernel_init=nnx.initializers.zeros_init(), rngs=rngs)
+        else:
+            self.scale = nnx.Param(jnp.zeros((width,), jnp.float32))
 
-    def __call__(self, x: at.Array) -> at.Array:
+    def __call__(self, x: at.Array, cond: at.Array | None = None) -> tuple[at.Array, at.Array | None]:
+        """Returns the normed ``x`` and the residual gate (None unless adaptive)."""
         var = jnp.mean(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True)
         normed = x * jax.lax.rsqrt(var + 1e-6)
-        return (normed * (1 + self.scale[...])).astype(x.dtype)
+        if not hasattr(self, "Dense_0"):
+            if cond is not None:
+                raise ValueError("RMSNorm: got a conditioning vector, but this norm is not adaptive")
+            return (normed * (1 + self.scale[...])).astype(x.dtype), None
+        if cond is None:
+            raise ValueError("RMSNorm: this adaptive norm needs a conditioning vector (adarms_cond)")
+        kernel, bias = self.Dense_0.kernel[...].astype(x.dtype), self.Dense_0.bias[...].astype(x.dtype)
+        modulation = (cond.astype(x.dtype) @ kernel + bias)[:, None, :]
+        scale, shift, gate = jnp.split(modulation, 3, axis=-1)
+        return (normed * (1 + scale) + shift).astype(x.dtype), gate
+
+
+def _residual(x: at.Array | None, y: at.Array | None, gate: at.Array | None) -> at.Array | None:
+    """``x + y``, the branch ``y`` scaled by the adaptive norm's gate when there is one."""
+    if x is None:
+        return None
+    return x + y if gate is None else x + y * gate
 
 
 class Embedder(nnx.Module):
@@ -92,6 +117,10 @@ class Embedder(nnx.Module):
     def encode(self, tokens: at.Int[at.Array, "b t"]) -> at.Float[at.Array, "b t d"]:
         x = self.input_embedding[...][tokens]
         return x * jnp.sqrt(x.shape[-1]).astype(x.dtype)
+
+    def decode(self, x: at.Float[at.Array, "b t d"]) -> at.Float[at.Array, "b t v"]:
+        """Token logits: the embedding table doubles as the output projection."""
+        return jnp.dot(x, self.input_embedding[...].T)
 
 
 def apply_rope(x: at.Array, positions: at.Int[at.Array, "b t"], max_wavelength: int = 10_000) -> at.Array:
@@ -107,7 +136,7 @@ def apply_rope(x: at.Array, positions: at.Int[at.Array, "b t"], max_wavelength: 
 class Attention(nnx.Module):
     """Self-attention shared by all experts: per-expert projections, one joint softmax (grouped-query)."""
 
-    def __init__(self, configs: tuple[Config, ...], *, rngs: nnx.Rngs):
+    def __init__(self, configs: tuple[Config, ...], *, float32_queries: bool = False, rngs: nnx.Rngs):
         first = configs[0]
         for config in configs:
             if (config.num_heads, config.num_kv_heads, config.head_dim) != (
@@ -117,28 +146,22 @@ class Attention(nnx.Module):
             ):
                 raise ValueError("gemma experts: all experts must share num_heads, num_kv_heads and head_dim")
         self.configs = configs
+        self.float32_queries = float32_queries
+        # As in the original checkpoints: one fused projection when every head has its own keys/values (multi-head
+        # attention), separate query and key/value projections for grouped-query attention.
+        self.fused_qkv = first.num_kv_heads == first.num_heads
         for i, config in enumerate(configs):
             adapter = config.lora_config("attn")
-            setattr(
-                self,
-                _name("q_einsum", i),
-                lora.Einsum(
-                    (config.num_heads, config.width, config.head_dim),
-                    init_fn=jax.nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,)),
-                    lora_config=adapter,
-                    rngs=rngs,
-                ),
-            )
-            setattr(
-                self,
-                _name("kv_einsum", i),
-                lora.Einsum(
-                    (2, config.num_kv_heads, config.width, config.head_dim),
-                    init_fn=jax.nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0, 1)),
-                    lora_config=adapter,
-                    rngs=rngs,
-                ),
-            )
+            if self.fused_qkv:
+                projections = {"qkv_einsum": ((3, config.num_heads, config.width, config.head_dim), (0, 1))}
+            else:
+                projections = {
+                    "q_einsum": ((config.num_heads, config.width, config.head_dim), (0,)),
+                    "kv_einsum": ((2, config.num_kv_heads, config.width, config.head_dim), (0, 1)),
+                }
+            for base, (shape, batch_axis) in projections.items():
+                init_fn = jax.nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=batch_axis)
+                setattr(self, _name(base, i), lora.Einsum(shape, init_fn=init_fn, lora_config=adapter, rngs=rngs))
             setattr(
                 self,
                 _name("attn_vec_einsum", i),
@@ -156,20 +179,32 @@ class Attention(nnx.Module):
         positions: at.Int[at.Array, "b t"],
         attn_mask: at.Bool[at.Array, "b 1 t s"],
         kv_cache: tuple[at.Array, at.Array] | None,
+        cache_index: at.Int[at.Array, ""] | None = None,
     ) -> tuple[list[at.Array | None], tuple[at.Array, at.Array]]:
         qs, ks, vs = [], [], []
         for i, x in enumerate(xs):
             if x is None:
                 continue
-            qs.append(getattr(self, _name("q_einsum", i))("BTD,NDH->BTNH", x))
-            k, v = getattr(self, _name("kv_einsum", i))("BSD,2KDH->2BSKH", x)
+            if self.fused_qkv:
+                q, k, v = getattr(self, _name("qkv_einsum", i))("BSD,3KDH->3BSKH", x)
+            else:
+                q = getattr(self, _name("q_einsum", i))("BTD,NDH->BTNH", x)
+                k, v = getattr(self, _name("kv_einsum", i))("BSD,2KDH->2BSKH", x)
+            qs.append(q)
             ks.append(k)
             vs.append(v)
         q, k, v = (jnp.concatenate(parts, axis=1) for parts in (qs, ks, vs))
         head_dim = self.configs[0].head_dim
-        q = apply_rope(q, positions) * jnp.asarray(head_dim**-0.5, q.dtype)
+        if self.float32_queries:
+            q = apply_rope(q.astype(jnp.float32), positions) * head_dim**-0.5
+        else:
+            q = apply_rope(q, positions) * jnp.asarray(head_dim**-0.5, q.dtype)
         k = apply_rope(k, positions)
-        if kv_cache is not None:
+        if kv_cache is not None and cache_index is not None:
+            # A fixed-size cache (autoregressive decoding): the new keys/values overwrite slots from cache_index on.
+            k = jax.lax.dynamic_update_slice_in_dim(kv_cache[0], k.astype(kv_cache[0].dtype), cache_index, axis=1)
+            v = jax.lax.dynamic_update_slice_in_dim(kv_cache[1], v.astype(kv_cache[1].dtype), cache_index, axis=1)
+        elif kv_cache is not None:
             k = jnp.concatenate([kv_cache[0], k], axis=1)
             v = jnp.concatenate([kv_cache[1], v], axis=1)
         if attn_mask.shape != (q.shape[0], 1, q.shape[1], k.shape[1]):
@@ -199,34 +234,41 @@ class Attention(nnx.Module):
 class Block(nnx.Module):
     """One transformer layer: pre-norm joint attention, then pre-norm per-expert MLP, both residual."""
 
-    def __init__(self, configs: tuple[Config, ...], *, rngs: nnx.Rngs):
+    def __init__(self, configs: tuple[Config, ...], adarms: tuple[bool, ...], *, float32_queries: bool, rngs: nnx.Rngs):
         self.num_experts = len(configs)
-        self.attn = Attention(configs, rngs=rngs)
-        for i, config in enumerate(configs):
-            setattr(self, _name("pre_attention_norm", i), RMSNorm(config.width))
-            setattr(self, _name("pre_ffw_norm", i), RMSNorm(config.width))
+        self.attn = Attention(configs, float32_queries=float32_queries, rngs=rngs)
+        for i, (config, adaptive) in enumerate(zip(configs, adarms, strict=True)):
+            setattr(self, _name("pre_attention_norm", i), RMSNorm(config.width, adaptive=adaptive, rngs=rngs))
+            setattr(self, _name("pre_ffw_norm", i), RMSNorm(config.width, adaptive=adaptive, rngs=rngs))
             setattr(
                 self,
                 _name("mlp", i),
                 lora.FeedForward(config.width, config.mlp_dim, lora_config=config.lora_config("ffn"), rngs=rngs),
             )
 
-    def __call__(self, xs, positions, attn_mask, kv_cache):
-        normed = [None if x is None else getattr(self, _name("pre_attention_norm", i))(x) for i, x in enumerate(xs)]
-        attn_out, kv_cache = self.attn(normed, positions, attn_mask, kv_cache)
-        xs = [None if x is None else x + a for x, a in zip(xs, attn_out, strict=True)]
-        out = []
-        for i, x in enumerate(xs):
-            if x is None:
-                out.append(None)
-                continue
-            h = getattr(self, _name("mlp", i))(getattr(self, _name("pre_ffw_norm", i))(x))
-            out.append(x + h)
-        return out, kv_cache
+    def _norm(self, name: str, xs: list, conds: list) -> tuple[list, list]:
+        normed = [
+            (None, None) if x is None else getattr(self, _name(name, i))(x, cond)
+            for i, (x, cond) in enumerate(zip(xs, conds, strict=True))
+        ]
+        return [n for n, _ in normed], [g for _, g in normed]
+
+    def __call__(self, xs, positions, attn_mask, kv_cache, adarms_cond, cache_index=None):
+        normed, gates = self._norm("pre_attention_norm", xs, adarms_cond)
+        attn_out, kv_cache = self.attn(normed, positions, attn_mask, kv_cache, cache_index)
+        xs = [_residual(x, a, g) for x, a, g in zip(xs, attn_out, gates, strict=True)]
+        normed, gates = self._norm("pre_ffw_norm", xs, adarms_cond)
+        mlp_out = [None if n is None else getattr(self, _name("mlp", i))(n) for i, n in enumerate(normed)]
+        return [_residual(x, h, g) for x, h, g in zip(xs, mlp_out, gates, strict=True)], kv_cache
 
 
 class Module(nnx.Module):
-    """The Gemma mixture: embedder (first expert's vocabulary), stacked layers, per-expert final norms."""
+    """The Gemma mixture: embedder (first expert's vocabulary), stacked layers, per-expert final norms.
+
+    ``adarms`` says per expert whether its norms are adaptive (conditioned through ``adarms_cond``); by default
+    none is. ``float32_queries`` keeps the rotary-embedded queries in float32 under a bfloat16 ``embed_dtype``, as
+    the original's single-expert (pi0-FAST) Gemma does; pi0's rounds them to bfloat16.
+    """
 
     def __init__(
         self,
@@ -235,21 +277,33 @@ class Module(nnx.Module):
         embed_dtype: str = "bfloat16",
         vocab_size: int = PALIGEMMA_VOCAB_SIZE,
         remat: bool = True,
+        adarms: tuple[bool, ...] | None = None,
+        float32_queries: bool = False,
         rngs: nnx.Rngs,
     ):
         depth = configs[0].depth
         if any(config.depth != depth for config in configs):
             raise ValueError("gemma experts: all experts must have the same depth")
+        adarms = tuple(adarms) if adarms is not None else (False,) * len(configs)
+        if len(adarms) != len(configs):
+            raise ValueError(f"adarms: expected one flag per expert ({len(configs)}), got {adarms}")
         self.configs = configs
+        self.adarms = adarms
         self.embed_dtype = jnp.dtype(embed_dtype)
         self.remat = remat
         self.embedder = Embedder(vocab_size, configs[0].width, rngs=rngs)
-        self.layers = stacking.make_stack(depth, lambda layer_rngs: Block(configs, rngs=layer_rngs), rngs)
-        for i, config in enumerate(configs):
-            setattr(self, _name("final_norm", i), RMSNorm(config.width))
+        self.layers = stacking.make_stack(
+            depth, lambda layer_rngs: Block(configs, adarms, float32_queries=float32_queries, rngs=layer_rngs), rngs
+        )
+        for i, (config, adaptive) in enumerate(zip(configs, adarms, strict=True)):
+            setattr(self, _name("final_norm", i), RMSNorm(config.width, adaptive=adaptive, rngs=rngs))
 
     def embed(self, tokens: at.Int[at.Array, "b t"]) -> at.Float[at.Array, "b t d"]:
         return self.embedder.encode(tokens).astype(self.embed_dtype)
+
+    def logits(self, x: at.Float[at.Array, "b t d"]) -> at.Float[at.Array, "b t v"]:
+        """Next-token logits from the first expert's final-normed outputs."""
+        return self.embedder.decode(x)
 
     def __call__(
         self,
@@ -257,20 +311,32 @@ class Module(nnx.Module):
         positions: at.Int[at.Array, "b t"],
         mask: at.Bool[at.Array, "b t s"],
         kv_cache: KVCache | None = None,
+        *,
+        adarms_cond: list[at.Array | None] | None = None,
+        cache_index: at.Int[at.Array, ""] | None = None,
     ) -> tuple[list[at.Array | None], KVCache]:
         """Runs the stack; returns final-normed outputs per expert and this call's keys/values per layer.
 
         With ``kv_cache`` (keys/values of earlier tokens, e.g. the prefix), queries attend to the cached tokens
-        followed by the new ones, and the returned cache holds both.
+        followed by the new ones, and the returned cache holds both. With ``cache_index`` as well, ``kv_cache`` is
+        a fixed-size buffer instead: the new keys/values are written into it from that slot on, queries attend to
+        the whole buffer (``mask`` spans it), and the updated buffer is returned.
+        ``adarms_cond`` holds one conditioning vector [b, width] (or None) per expert.
         """
         xs = [None if e is None else e.astype(self.embed_dtype) for e in embedded]
+        conds = list(adarms_cond) if adarms_cond is not None else [None] * len(xs)
+        if len(conds) != len(xs):
+            raise ValueError(f"adarms_cond: expected one entry per expert ({len(xs)}), got {len(conds)}")
         attn_mask = jnp.asarray(mask)[:, None, :, :]
         xs, new_cache = stacking.scan_stack(
             self.layers,
-            lambda block, xs, cache: block(xs, positions, attn_mask, cache),
+            lambda block, xs, cache: block(xs, positions, attn_mask, cache, conds, cache_index),
             xs,
             kv_cache,
             remat=self.remat,
         )
-        outputs = [None if x is None else getattr(self, _name("final_norm", i))(x) for i, x in enumerate(xs)]
+        outputs = [
+            None if x is None else getattr(self, _name("final_norm", i))(x, cond)[0]
+            for i, (x, cond) in enumerate(zip(xs, conds, strict=True))
+        ]
         return outputs, new_cache

@@ -1,10 +1,14 @@
-"""pi0: a flow-matching vision-language-action model (Black et al., 2024).
+"""pi0 and pi0.5: flow-matching vision-language-action models (Black et al., 2024; Physical Intelligence, 2025).
 
 The prefix (SigLIP image tokens + prompt tokens) runs through the PaliGemma expert with bidirectional
 attention. The suffix (one state token + ``action_horizon`` noisy-action tokens carrying the flow time) runs
 through the smaller action expert, attending to the whole prefix. Training regresses the flow velocity
 ``noise - actions``; sampling integrates it from pure noise (t=1) to actions (t=0) with Euler steps, reusing the
 prefix keys/values at every step.
+
+pi0.5 (``Pi0Config(pi05=True)``) changes only the suffix: the state is not a token (the prompt carries it as text,
+see ``PaligemmaTokenizer``), and the flow time conditions every norm of the action expert (adaRMSNorm) instead of
+being fused into the action tokens.
 """
 
 import dataclasses
@@ -70,7 +74,8 @@ _VariantFlag: TypeAlias = Annotated[str | T, tyro.conf.arg(constructor=str)]
 
 @dataclasses.dataclass(frozen=True)
 class Pi0Config(_model.BaseModelConfig):
-    """pi0 sizes. Variants are names (``gemma.VARIANTS``, ``"So400m/14"``) or explicit configs for custom dims."""
+    """pi0 / pi0.5 sizes. Variants are names (``gemma.VARIANTS``, ``"So400m/14"``) or explicit configs for custom
+    dims."""
 
     dtype: str = "bfloat16"
     paligemma_variant: _VariantFlag[gemma.Config] = "gemma_2b"
@@ -78,7 +83,14 @@ class Pi0Config(_model.BaseModelConfig):
 
     action_dim: int = 32
     action_horizon: int = 50
-    max_token_len: int = 48
+    # Prompt tokens; None: 200 for pi0.5 (the state is in the prompt), else 48.
+    max_token_len: int | None = None  # type: ignore[assignment]
+
+    # pi0.5: state as prompt text, flow time through adaRMSNorm in the action expert.
+    pi05: bool = False
+    # Whether the data pipeline writes the state into the prompt; None: as `pi05`. (pi0.5 with False ignores the
+    # state altogether, as the original's `pi05_libero` does.)
+    discrete_state_input: bool | None = None
 
     # Not in the original config (there fixed): vision tower, vocabulary, image size, activation recompute, the
     # cameras the model sees (in token order; an observation's other cameras are ignored) and the training-time
@@ -91,6 +103,12 @@ class Pi0Config(_model.BaseModelConfig):
     augmentation: _model.Augmentation = "pi0"
 
     def __post_init__(self):
+        if self.max_token_len is None:
+            object.__setattr__(self, "max_token_len", 200 if self.pi05 else 48)
+        if self.discrete_state_input is None:
+            object.__setattr__(self, "discrete_state_input", self.pi05)
+        if self.discrete_state_input and not self.pi05:
+            raise ValueError("discrete_state_input: only pi0.5 (pi05=True) reads the state from the prompt")
         if self.dtype not in ("bfloat16", "float32"):
             raise ValueError(f"dtype: expected 'bfloat16' or 'float32', got {self.dtype!r}")
         if not self.image_keys or len(set(self.image_keys)) != len(self.image_keys):
@@ -100,7 +118,7 @@ class Pi0Config(_model.BaseModelConfig):
 
     @property
     def model_type(self) -> _model.ModelType:
-        return _model.ModelType.PI0
+        return _model.ModelType.PI05 if self.pi05 else _model.ModelType.PI0
 
     def create(self, rng: at.KeyArrayLike) -> "Pi0":
         return Pi0(self, rngs=nnx.Rngs(rng))
@@ -134,26 +152,44 @@ class Pi0Config(_model.BaseModelConfig):
 
 
 class PaliGemma(nnx.Module):
-    """The vision tower (``img``) and the two-expert Gemma (``llm``)."""
+    """The vision tower (``img``) and the Gemma experts (``llm``): PaliGemma first, then any action expert."""
 
-    def __init__(self, config: Pi0Config, *, rngs: nnx.Rngs):
-        paligemma = gemma.get_config(config.paligemma_variant)
-        expert = gemma.get_config(config.action_expert_variant)
+    def __init__(
+        self,
+        config: "Pi0Config | _model.BaseModelConfig",
+        experts: tuple[gemma.Config, ...],
+        *,
+        adarms: tuple[bool, ...] | None = None,
+        float32_queries: bool = False,
+        rngs: nnx.Rngs,
+    ):
         self.llm = gemma.Module(
-            (paligemma, expert),
+            experts,
             embed_dtype=config.dtype,
             vocab_size=config.vocab_size,
             remat=config.remat,
+            adarms=adarms,
+            float32_queries=float32_queries,
             rngs=rngs,
         )
         self.img = siglip.Module(
             config.vision_variant,
-            num_classes=paligemma.width,
+            num_classes=experts[0].width,
             image_size=config.image_resolution,
             dtype_mm=config.dtype,
             remat=config.remat,
             rngs=rngs,
         )
+
+    def embed_images(
+        self, obs: _model.Observation, image_keys: tuple[str, ...]
+    ) -> tuple[list[at.Array], list[at.Bool[at.Array, "b s"]]]:
+        """SigLIP tokens of each camera (in ``image_keys`` order) and their masks (a camera's mask on each token)."""
+        # All cameras go through SigLIP as one batch: fewer, larger matmuls than one pass per camera.
+        all_image_tokens = self.img(jnp.concatenate([obs.images[name] for name in image_keys], axis=0))
+        tokens = jnp.split(all_image_tokens, len(image_keys), axis=0)
+        masks = [einops.repeat(obs.image_masks[name], "b -> b s", s=all_image_tokens.shape[1]) for name in image_keys]
+        return tokens, masks
 
 
 class Pi0(_model.BaseModel):
@@ -162,23 +198,25 @@ class Pi0(_model.BaseModel):
         self.image_resolution = config.image_resolution
         self.image_keys = config.image_keys
         self.augmentation = config.augmentation
-        self.PaliGemma = PaliGemma(config, rngs=rngs)
-        width = gemma.get_config(config.action_expert_variant).width
-        self.state_proj = nnx.Linear(config.action_dim, width, rngs=rngs)
+        self.pi05 = config.pi05
+        experts = (gemma.get_config(config.paligemma_variant), gemma.get_config(config.action_expert_variant))
+        self.PaliGemma = PaliGemma(config, experts, adarms=(False, config.pi05), rngs=rngs)
+        width = experts[1].width
         self.action_in_proj = nnx.Linear(config.action_dim, width, rngs=rngs)
-        self.action_time_mlp_in = nnx.Linear(2 * width, width, rngs=rngs)
-        self.action_time_mlp_out = nnx.Linear(width, width, rngs=rngs)
+        if config.pi05:
+            self.time_mlp_in = nnx.Linear(width, width, rngs=rngs)
+            self.time_mlp_out = nnx.Linear(width, width, rngs=rngs)
+        else:
+            self.state_proj = nnx.Linear(config.action_dim, width, rngs=rngs)
+            self.action_time_mlp_in = nnx.Linear(2 * width, width, rngs=rngs)
+            self.action_time_mlp_out = nnx.Linear(width, width, rngs=rngs)
         self.action_out_proj = nnx.Linear(width, config.action_dim, rngs=rngs)
 
     def embed_prefix(
         self, obs: _model.Observation
     ) -> tuple[at.Array, at.Bool[at.Array, "b p"], at.Bool[at.Array, " p"]]:
         """Image tokens of every camera, then prompt tokens; all in one bidirectional block."""
-        names = list(obs.images)
-        # All cameras go through SigLIP as one batch: fewer, larger matmuls than one pass per camera.
-        all_image_tokens = self.PaliGemma.img(jnp.concatenate([obs.images[name] for name in names], axis=0))
-        tokens = jnp.split(all_image_tokens, len(names), axis=0)
-        input_mask = [einops.repeat(obs.image_masks[name], "b -> b s", s=all_image_tokens.shape[1]) for name in names]
+        tokens, input_mask = self.PaliGemma.embed_images(obs, tuple(obs.images))
         if obs.tokenized_prompt is not None:
             tokens.append(self.PaliGemma.llm.embed(obs.tokenized_prompt))
             input_mask.append(obs.tokenized_prompt_mask)
@@ -188,17 +226,27 @@ class Pi0(_model.BaseModel):
 
     def embed_suffix(
         self, obs: _model.Observation, noisy_actions: _model.Actions, time: at.Float[at.Array, " b"]
-    ) -> tuple[at.Array, at.Bool[at.Array, "b s"], at.Bool[at.Array, " s"]]:
-        """State token (own block), then action tokens fused with the flow time (one block after it)."""
-        state_token = self.state_proj(obs.state)[:, None, :]
+    ) -> tuple[at.Array, at.Bool[at.Array, "b s"], at.Bool[at.Array, " s"], at.Float[at.Array, "b d"] | None]:
+        """pi0: a state token (own block), then action tokens fused with the flow time (one block after it).
+        pi0.5: the action tokens alone (one block) and the time conditioning of the expert's norms.
+
+        Returns tokens, input mask, block-start mask and the adaRMS conditioning (None for pi0).
+        """
         time_emb = posemb_sincos(time, self.action_in_proj.out_features, min_period=4e-3, max_period=4.0)
+        action_tokens = self.action_in_proj(noisy_actions)
+        if self.pi05:
+            adarms_cond = nnx.swish(self.time_mlp_out(nnx.swish(self.time_mlp_in(time_emb))))
+            input_mask = jnp.ones(action_tokens.shape[:2], dtype=jnp.bool_)
+            ar_mask = jnp.array([True] + [False] * (self.action_horizon - 1))
+            return action_tokens, input_mask, ar_mask, adarms_cond
+        state_token = self.state_proj(obs.state)[:, None, :]
         time_tokens = einops.repeat(time_emb, "b d -> b s d", s=self.action_horizon)
-        action_time = jnp.concatenate([self.action_in_proj(noisy_actions), time_tokens], axis=-1)
+        action_time = jnp.concatenate([action_tokens, time_tokens], axis=-1)
         action_time = self.action_time_mlp_out(nnx.swish(self.action_time_mlp_in(action_time)))
         tokens = jnp.concatenate([state_token, action_time], axis=1)
         input_mask = jnp.ones(tokens.shape[:2], dtype=jnp.bool_)
         ar_mask = jnp.array([True, True] + [False] * (self.action_horizon - 1))
-        return tokens, input_mask, ar_mask
+        return tokens, input_mask, ar_mask, None
 
     def compute_loss(
         self, rng: at.KeyArrayLike, observation: _model.Observation, actions: _model.Actions, *, train: bool = False
@@ -229,12 +277,15 @@ class Pi0(_model.BaseModel):
         x_t = t * noise + (1 - t) * actions
         u_t = noise - actions
         prefix_tokens, prefix_mask, prefix_ar_mask = self.embed_prefix(observation)
-        suffix_tokens, suffix_mask, suffix_ar_mask = self.embed_suffix(observation, x_t, time)
+        suffix_tokens, suffix_mask, suffix_ar_mask, adarms_cond = self.embed_suffix(observation, x_t, time)
         input_mask = jnp.concatenate([prefix_mask, suffix_mask], axis=1)
         ar_mask = jnp.concatenate([prefix_ar_mask, suffix_ar_mask], axis=0)
         positions = jnp.cumsum(input_mask, axis=1) - 1
         (prefix_out, suffix_out), _ = self.PaliGemma.llm(
-            [prefix_tokens, suffix_tokens], positions=positions, mask=make_attn_mask(input_mask, ar_mask)
+            [prefix_tokens, suffix_tokens],
+            positions=positions,
+            mask=make_attn_mask(input_mask, ar_mask),
+            adarms_cond=[None, adarms_cond],
         )
         v_t = self.action_out_proj(suffix_out[:, -self.action_horizon :])
         return {
@@ -267,12 +318,16 @@ class Pi0(_model.BaseModel):
         time: at.Float[at.Array, " b"],
     ) -> _model.Actions:
         """One action-expert pass over the suffix, attending to the cached prefix."""
-        suffix_tokens, suffix_mask, suffix_ar_mask = self.embed_suffix(observation, x_t, time)
+        suffix_tokens, suffix_mask, suffix_ar_mask, adarms_cond = self.embed_suffix(observation, x_t, time)
         # Suffix tokens see the valid prefix plus the suffix blocks up to and including their own.
         prefix_part = einops.repeat(prefix_mask, "b p -> b s p", s=suffix_tokens.shape[1])
         mask = jnp.concatenate([prefix_part, make_attn_mask(suffix_mask, suffix_ar_mask)], axis=-1)
         (_, suffix_out), _ = self.PaliGemma.llm(
-            [None, suffix_tokens], positions=suffix_positions(prefix_mask, suffix_mask), mask=mask, kv_cache=kv_cache
+            [None, suffix_tokens],
+            positions=suffix_positions(prefix_mask, suffix_mask),
+            mask=mask,
+            kv_cache=kv_cache,
+            adarms_cond=[None, adarms_cond],
         )
         return self.action_out_proj(suffix_out[:, -self.action_horizon :])
 
