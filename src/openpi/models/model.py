@@ -29,7 +29,7 @@ IMAGE_RESOLUTION = (224, 224)
 
 
 class ModelType(enum.Enum):
-    """Model families; pi0 is implemented here, the others name original checkpoints."""
+    """Model families: pi0, pi0.5 (`Pi0Config(pi05=True)`) and pi0-FAST (`Pi0FASTConfig`)."""
 
     PI0 = "pi0"
     PI0_FAST = "pi0_fast"
@@ -45,7 +45,7 @@ class Observation(Generic[ArrayT]):
     state: at.Float[ArrayT, "*b s"]
     tokenized_prompt: at.Int[ArrayT, "*b l"] | None = None
     tokenized_prompt_mask: at.Bool[ArrayT, "*b l"] | None = None
-    # Unused by pi0; kept so that data pipelines written for other model families load unchanged.
+    # pi0-FAST only: which prompt tokens start a new causal block (the action tokens) and which are loss targets.
     token_ar_mask: at.Int[ArrayT, "*b l"] | None = None
     token_loss_mask: at.Bool[ArrayT, "*b l"] | None = None
 
