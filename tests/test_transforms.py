@@ -1,12 +1,16 @@
-"""Tests for the data transforms: repacking, normalization (against openpi reference arrays), images, actions."""
+"""Tests for the data transforms: repacking, normalization (against openpi reference arrays), images, actions,
+prompt tokenization for pi0.5 and pi0-FAST (with the offline debug tokenizers)."""
 
+import logging
 import pathlib
 
 import numpy as np
 import pytest
 
 from openpi import transforms
+from openpi.models import tokenizer as _tokenizer
 from openpi.shared import normalize
+from openpi.training import debug_data
 
 REFERENCE = pathlib.Path(__file__).parent / "fixtures"
 
@@ -228,16 +232,69 @@ def test_to_hwc_uint8_converts_chw_float_images():
         transforms.to_hwc_uint8(np.zeros((5, 6), np.uint8), name="images/cam")
 
 
-def test_model_images_masks_missing_wrist_views():
-    base, wrist = np.ones((4, 4, 3), np.uint8), np.full((2, 2, 3), 9, np.uint8)
-    images, masks = transforms.model_images(base, left_wrist=wrist)
-    assert list(images) == ["base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb"]
-    assert images["left_wrist_0_rgb"] is wrist
-    np.testing.assert_array_equal(images["right_wrist_0_rgb"], np.zeros_like(base))
-    assert masks == {"base_0_rgb": True, "left_wrist_0_rgb": True, "right_wrist_0_rgb": False}
+@pytest.fixture(scope="module")
+def debug_tokenizers(tmp_path_factory) -> tuple[_tokenizer.PaligemmaTokenizer, _tokenizer.FASTTokenizer]:
+    """The debug prompt tokenizer (48 tokens) and a debug FAST tokenizer for chunks [4, 3] (64 tokens)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("OPENPI_DATA_HOME", str(tmp_path_factory.mktemp("openpi_data")))
+        return debug_data.make_tokenizer(48), debug_data.make_fast_tokenizer(64, action_horizon=4, action_dim=3)
 
 
-def test_only_pi0_model_type_is_accepted():
-    transforms.check_pi0_model_type("pi0")
-    with pytest.raises(ValueError, match="model_type: only 'pi0'"):
-        transforms.check_pi0_model_type("pi0_fast")
+def test_tokenize_prompt_writes_the_state_into_the_prompt_only_with_discrete_state_input(debug_tokenizers):
+    tokenizer, _ = debug_tokenizers
+    state = np.array([-1.0, 0.0, 0.5])
+    sample = {"prompt": "lift cube", "state": state}
+    with_state = transforms.TokenizePrompt(tokenizer, discrete_state_input=True)(sample)
+    without = transforms.TokenizePrompt(tokenizer)(sample)
+    np.testing.assert_array_equal(with_state["tokenized_prompt"], tokenizer.tokenize("lift cube", state)[0])
+    np.testing.assert_array_equal(without["tokenized_prompt"], tokenizer.tokenize("lift cube")[0])
+    assert with_state["tokenized_prompt_mask"].sum() > without["tokenized_prompt_mask"].sum()
+    # The state stays in the sample for the model (and for PadStatesAndActions after it).
+    assert with_state["state"] is state
+    with pytest.raises(KeyError, match="state: required by TokenizePrompt"):
+        transforms.TokenizePrompt(tokenizer, discrete_state_input=True)({"prompt": "lift cube"})
+
+
+def test_fast_tokens_of_a_chunk_extract_back_to_the_chunk(debug_tokenizers):
+    _, tokenizer = debug_tokenizers
+    steps = np.arange(4)[:, None]
+    actions = np.cos(0.3 * steps + np.array([0.0, 1.0, 2.0])) * np.array([0.5, 1.0, 1.5])
+    sample = {"prompt": np.asarray("lift cube"), "state": np.array([0.1, -0.2, 0.3]), "actions": actions}
+    tokens = transforms.TokenizeFASTInputs(tokenizer)(sample)
+    assert "prompt" not in tokens
+    assert tokens["actions"] is actions
+    assert tokens["tokenized_prompt"].dtype == np.int32
+    assert tokens["token_ar_mask"].dtype == np.int32
+    # Prefix: bidirectional, no loss; postfix ("Action: ", the action tokens, "|", EOS): causal, trained.
+    postfix = tokens["token_ar_mask"] == 1
+    np.testing.assert_array_equal(tokens["token_loss_mask"], postfix)
+    assert postfix.any()
+    assert not postfix[: np.argmax(postfix)].any()
+    assert not (postfix & ~tokens["tokenized_prompt_mask"]).any()
+    # The model would generate the postfix; its ids come out of sample_actions as floats.
+    generated = tokens["tokenized_prompt"][postfix].astype(np.float32)
+    extracted = transforms.ExtractFASTActions(tokenizer, action_horizon=4, action_dim=3)(
+        {"actions": generated, "state": sample["state"]}
+    )
+    assert extracted["actions"].shape == (4, 3)
+    # DCT coefficients are rounded to multiples of 1 / scale (0.1): the orthonormal inverse keeps that error small.
+    np.testing.assert_allclose(extracted["actions"], actions, atol=0.1)
+    np.testing.assert_array_equal(extracted["state"], sample["state"])
+
+
+def test_fast_inference_inputs_have_no_trained_tokens_and_bad_generations_give_zeros(debug_tokenizers, caplog):
+    _, tokenizer = debug_tokenizers
+    tokens = transforms.TokenizeFASTInputs(tokenizer)({"prompt": "lift cube", "state": np.zeros(3)})
+    assert not tokens["token_loss_mask"].any()
+    assert not tokens["token_ar_mask"].any()
+    with pytest.raises(ValueError, match="prompt: required"):
+        transforms.TokenizeFASTInputs(tokenizer)({"state": np.zeros(3)})
+    extract = transforms.ExtractFASTActions(tokenizer, action_horizon=4, action_dim=3)
+    with caplog.at_level(logging.WARNING):
+        zeros = extract({"actions": np.zeros(16, np.float32)})["actions"]
+    np.testing.assert_array_equal(zeros, np.zeros((4, 3)))
+    assert "zero actions" in caplog.text
+    no_actions = {"state": np.zeros(3)}
+    assert extract(no_actions) is no_actions
+    with pytest.raises(ValueError, match=r"actions: expected the 1-d token ids of one sample, got shape \(2, 8\)"):
+        extract({"actions": np.zeros((2, 8))})

@@ -279,11 +279,14 @@ def _shift_actions(data: DataDict, mask: Sequence[bool] | None, *, sign: int) ->
 class TokenizePrompt(DataTransformFn):
     """Replaces `prompt` by `tokenized_prompt` (int32) and `tokenized_prompt_mask` (bool).
 
-    `default_prompt` is used when the sample has no prompt; without either, this raises.
+    `default_prompt` is used when the sample has no prompt; without either, this raises. With
+    `discrete_state_input` (pi0.5) the normalized `state` is written into the prompt as well, so this runs after
+    `Normalize` and before `PadStatesAndActions`: the prompt shows the robot's own state dims.
     """
 
     tokenizer: _tokenizer.PaligemmaTokenizer
     default_prompt: str | None = None
+    discrete_state_input: bool = False
 
     def __call__(self, data: DataDict) -> DataDict:
         data = dict(data)
@@ -292,12 +295,70 @@ class TokenizePrompt(DataTransformFn):
             prompt = self.default_prompt
         if prompt is None:
             raise ValueError("prompt: required (a string), but the sample has none and there is no default_prompt")
-        tokens, mask = self.tokenizer.tokenize(_as_str(prompt))
+        state = (
+            _required_state(data, "TokenizePrompt(discrete_state_input=True)") if self.discrete_state_input else None
+        )
+        tokens, mask = self.tokenizer.tokenize(_as_str(prompt), state)
         return {
             **data,
             "tokenized_prompt": np.asarray(tokens, np.int32),
             "tokenized_prompt_mask": np.asarray(mask, bool),
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizeFASTInputs(DataTransformFn):
+    """pi0-FAST: replaces `prompt` by `tokenized_prompt`, `tokenized_prompt_mask`, `token_ar_mask` and
+    `token_loss_mask` built from the prompt, the normalized `state` and, when training, the normalized `actions`
+    (which stay in the sample; the model reads them from the tokens)."""
+
+    tokenizer: _tokenizer.FASTTokenizer
+
+    def __call__(self, data: DataDict) -> DataDict:
+        data = dict(data)
+        prompt = data.pop("prompt", None)
+        if prompt is None:
+            raise ValueError("prompt: required (a string) by pi0-FAST, but the sample has none")
+        state = _required_state(data, "TokenizeFASTInputs")
+        actions = data.get("actions")
+        tokens, token_mask, ar_mask, loss_mask = self.tokenizer.tokenize(
+            _as_str(prompt), state, None if actions is None else np.asarray(actions)
+        )
+        return {
+            **data,
+            "tokenized_prompt": np.asarray(tokens, np.int32),
+            "tokenized_prompt_mask": np.asarray(token_mask, bool),
+            "token_ar_mask": np.asarray(ar_mask, np.int32),
+            "token_loss_mask": np.asarray(loss_mask, bool),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractFASTActions(DataTransformFn):
+    """pi0-FAST output: turns `actions`, the token ids the model generated, into the action chunk
+    `[action_horizon, action_dim]` they encode (zeros, with a logged warning, when they encode none)."""
+
+    tokenizer: _tokenizer.FASTTokenizer
+    action_horizon: int
+    action_dim: int
+
+    def __call__(self, data: DataDict) -> DataDict:
+        if "actions" not in data:
+            return data
+        tokens = np.asarray(data["actions"])
+        if tokens.ndim != 1:
+            raise ValueError(f"actions: expected the 1-d token ids of one sample, got shape {tokens.shape}")
+        actions = self.tokenizer.extract_actions(tokens.astype(np.int32), self.action_horizon, self.action_dim)
+        return {**data, "actions": actions}
+
+
+def _required_state(data: DataDict, user: str) -> np.ndarray:
+    if "state" not in data:
+        raise KeyError(f"state: required by {user} (it is written into the prompt), but missing from the sample")
+    state = np.asarray(data["state"])
+    if state.ndim != 1:
+        raise ValueError(f"state: expected a 1-d state of one sample, got shape {state.shape}")
+    return state
 
 
 def _as_str(prompt: Any) -> str:
@@ -412,34 +473,9 @@ def to_hwc_uint8(image: Any, *, name: str = "image") -> np.ndarray:
     return image
 
 
-# Camera slots of the pi0 model: one third-person view and two wrist views.
-BASE_IMAGE, LEFT_WRIST_IMAGE, RIGHT_WRIST_IMAGE = "base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb"
-
-
-def model_images(
-    base: np.ndarray, left_wrist: np.ndarray | None = None, right_wrist: np.ndarray | None = None
-) -> tuple[dict[str, np.ndarray], dict[str, np.bool_]]:
-    """Fills the model's three camera slots: `(image, image_mask)` dicts for a robot's input transform.
-
-    A missing wrist view becomes a black image shaped like `base` with mask False, so pi0 ignores it.
-    """
-    images, masks = {BASE_IMAGE: base}, {BASE_IMAGE: np.True_}
-    for slot, image in ((LEFT_WRIST_IMAGE, left_wrist), (RIGHT_WRIST_IMAGE, right_wrist)):
-        images[slot] = np.zeros_like(base) if image is None else image
-        masks[slot] = np.False_ if image is None else np.True_
-    return images, masks
-
-
 def check_last_dim(x: Any, dim: int, *, name: str) -> np.ndarray:
     """Returns `x` as an array after checking that its last axis has `dim` entries."""
     x = np.asarray(x)
     if x.ndim == 0 or x.shape[-1] != dim:
         raise ValueError(f"{name}: expected shape [..., {dim}], got {x.shape}")
     return x
-
-
-def check_pi0_model_type(model_type: Any) -> None:
-    """Robot input transforms take a `model_type` like the original openpi; only pi0 is implemented here."""
-    name = str(getattr(model_type, "value", model_type)).lower()
-    if name != "pi0":
-        raise ValueError(f"model_type: only 'pi0' is supported, got {model_type!r}")

@@ -37,10 +37,28 @@ def test_outputs_keep_the_first_8_dims():
     assert set(out) == {"actions"}
 
 
+def test_pi05_uses_the_pi0_camera_slots():
+    out = droid_policy.DroidInputs(model_type="pi05")(droid_policy.make_droid_example())
+    assert out["image_mask"] == {"base_0_rgb": True, "left_wrist_0_rgb": True, "right_wrist_0_rgb": False}
+    assert out["state"].shape == (8,)
+
+
+def test_pi0_fast_inputs_use_fast_camera_slots_unmasked_and_pad_to_action_dim():
+    example = droid_policy.make_droid_example()
+    example["actions"] = np.ones((10, 8))
+    out = droid_policy.DroidInputs(action_dim=10, model_type="pi0_fast")(example)
+    assert out["image"]["base_0_rgb"] is example["observation/exterior_image_1_left"]
+    assert out["image"]["wrist_0_rgb"] is example["observation/wrist_image_left"]
+    assert not out["image"]["base_1_rgb"].any()
+    assert out["image_mask"] == {"base_0_rgb": True, "base_1_rgb": True, "wrist_0_rgb": True}
+    assert out["state"].shape == (10,)
+    assert out["actions"].shape == (10, 10)
+
+
 def test_bad_joint_vector_and_model_type_are_rejected():
     example = droid_policy.make_droid_example()
     example["observation/joint_position"] = np.zeros(6)
     with pytest.raises(ValueError, match="observation/joint_position"):
         droid_policy.DroidInputs()(example)
     with pytest.raises(ValueError, match="model_type"):
-        droid_policy.DroidInputs(model_type="pi0_fast")
+        droid_policy.DroidInputs(model_type="pi1")

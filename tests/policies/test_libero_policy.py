@@ -26,6 +26,16 @@ def test_action_dim_pads_state_and_actions():
     assert (out["actions"][:, 7:] == 0).all()
 
 
+def test_pi0_fast_inputs_put_the_wrist_camera_in_the_fast_wrist_slot_unmasked():
+    example = libero_policy.make_libero_example()
+    out = libero_policy.LiberoInputs(model_type="pi0_fast")(example)
+    assert out["image"]["base_0_rgb"] is example["observation/image"]
+    assert out["image"]["wrist_0_rgb"] is example["observation/wrist_image"]
+    assert not out["image"]["base_1_rgb"].any()
+    assert out["image_mask"] == {"base_0_rgb": True, "base_1_rgb": True, "wrist_0_rgb": True}
+    np.testing.assert_array_equal(out["state"], example["observation/state"])
+
+
 def test_outputs_keep_the_first_7_dims():
     actions = np.random.default_rng(0).normal(size=(50, 32))
     np.testing.assert_array_equal(libero_policy.LiberoOutputs()({"actions": actions})["actions"], actions[:, :7])

@@ -5,10 +5,12 @@ import pytest
 
 from openpi.policies import robot_inputs
 
+ModelType = robot_inputs.ModelType
+
 
 def _images(height: int = 8) -> tuple[dict, dict]:
     data = {"top": np.zeros((3, height, height), np.float32), "wrist": np.full((height, height, 3), 7, np.uint8)}
-    return robot_inputs.camera_images(data, base="top", left_wrist="wrist")
+    return robot_inputs.camera_images(data, base="top", wrist="wrist")
 
 
 def test_camera_images_fill_base_and_left_wrist_as_hwc_uint8_and_mask_the_right_wrist():
@@ -25,9 +27,7 @@ def test_camera_images_fill_base_and_left_wrist_as_hwc_uint8_and_mask_the_right_
 
 def test_camera_image_errors_name_the_key():
     with pytest.raises(ValueError, match=r"wrist: expected an RGB image"):
-        robot_inputs.camera_images(
-            {"top": np.zeros((8, 8, 3)), "wrist": np.zeros((8, 8))}, base="top", left_wrist="wrist"
-        )
+        robot_inputs.camera_images({"top": np.zeros((8, 8, 3)), "wrist": np.zeros((8, 8))}, base="top", wrist="wrist")
 
 
 def test_joints_and_gripper_concatenate_into_the_state_and_name_a_wrong_key():
@@ -62,6 +62,39 @@ def test_model_inputs_refuse_actions_of_the_wrong_dim():
         )
 
 
-def test_pi0_robot_inputs_refuse_other_model_types():
-    with pytest.raises(ValueError, match=r"model_type: only 'pi0' is supported"):
-        robot_inputs.Pi0RobotInputs(model_type="pi0_fast")
+@pytest.mark.parametrize("model_type", ["pi0", "pi05", ModelType.PI0, ModelType.PI05])
+def test_pi0_and_pi05_fill_base_and_wrist_slots_and_mask_missing_wrists(model_type):
+    base, wrist = np.ones((4, 4, 3), np.uint8), np.full((2, 2, 3), 9, np.uint8)
+    images, masks = robot_inputs.model_images(model_type, base, left_wrist=wrist)
+    assert list(images) == ["base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb"]
+    assert images["base_0_rgb"] is base
+    assert images["left_wrist_0_rgb"] is wrist
+    np.testing.assert_array_equal(images["right_wrist_0_rgb"], np.zeros_like(base))
+    assert masks == {"base_0_rgb": True, "left_wrist_0_rgb": True, "right_wrist_0_rgb": False}
+    _, no_wrist_masks = robot_inputs.model_images(model_type, base)
+    assert no_wrist_masks == {"base_0_rgb": True, "left_wrist_0_rgb": False, "right_wrist_0_rgb": False}
+
+
+@pytest.mark.parametrize("model_type", ["pi0_fast", ModelType.PI0_FAST])
+def test_pi0_fast_fills_two_base_slots_and_one_wrist_slot_and_masks_nothing(model_type):
+    base, wrist = np.ones((4, 4, 3), np.uint8), np.full((2, 2, 3), 9, np.uint8)
+    images, masks = robot_inputs.model_images(model_type, base, left_wrist=wrist)
+    assert list(images) == ["base_0_rgb", "base_1_rgb", "wrist_0_rgb"]
+    assert images["base_0_rgb"] is base
+    assert images["wrist_0_rgb"] is wrist
+    np.testing.assert_array_equal(images["base_1_rgb"], np.zeros_like(base))
+    assert masks == {"base_0_rgb": True, "base_1_rgb": True, "wrist_0_rgb": True}
+    # A missing wrist is black but still not masked, as the original trained pi0-FAST.
+    images, masks = robot_inputs.model_images(model_type, base)
+    np.testing.assert_array_equal(images["wrist_0_rgb"], np.zeros_like(base))
+    assert all(masks.values())
+    with pytest.raises(ValueError, match="right_wrist: pi0-FAST has a single wrist camera slot"):
+        robot_inputs.model_images(model_type, base, left_wrist=wrist, right_wrist=wrist)
+
+
+def test_robot_inputs_take_a_model_type_or_its_value_and_refuse_others():
+    assert robot_inputs.RobotInputs().model_type is ModelType.PI0
+    assert robot_inputs.RobotInputs(model_type="pi0_fast").model_type is ModelType.PI0_FAST
+    assert robot_inputs.RobotInputs(model_type=ModelType.PI05).model_type is ModelType.PI05
+    with pytest.raises(ValueError, match=r"model_type: expected a ModelType or one of 'pi0', .*got 'pi1'"):
+        robot_inputs.RobotInputs(model_type="pi1")

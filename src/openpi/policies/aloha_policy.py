@@ -64,8 +64,8 @@ class AlohaInputs(transforms.DataTransformFn):
         if "cam_high" not in in_images:
             raise ValueError(f"images/cam_high: required, got cameras {sorted(in_images)}")
         images = {name: transforms.to_hwc_uint8(image, name=f"images/{name}") for name, image in in_images.items()}
-        model_images = transforms.model_images(
-            images["cam_high"], images.get("cam_left_wrist"), images.get("cam_right_wrist")
+        model_images = robot_inputs.model_images(
+            robot_inputs.ModelType.PI0, images["cam_high"], images.get("cam_left_wrist"), images.get("cam_right_wrist")
         )
         state = transforms.check_last_dim(data["state"], ALOHA_DIM, name="state")
         return robot_inputs.model_inputs(

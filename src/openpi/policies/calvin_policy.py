@@ -52,7 +52,7 @@ class CalvinInputs(transforms.DataTransformFn):
     action_dim: int | None = None
 
     def __call__(self, data: dict) -> dict:
-        images = robot_inputs.camera_images(data, base="observation/rgb_static", left_wrist="observation/rgb_gripper")
+        images = robot_inputs.camera_images(data, base="observation/rgb_static", wrist="observation/rgb_gripper")
         state = robot_obs_to_state(data["observation/state"])
         return robot_inputs.model_inputs(
             data, images, state, robot_action_dim=CALVIN_ACTION_DIM, model_action_dim=self.action_dim

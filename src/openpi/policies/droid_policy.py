@@ -1,7 +1,8 @@
 """DROID (Franka, joint velocity control) input/output transforms.
 
 State is 8-d: 7 joint positions, then the gripper position. Actions are 8-d: 7 joint velocities, then the
-gripper. The exterior camera fills the base slot, the wrist camera the left wrist slot.
+gripper. The exterior camera fills the base slot, the wrist camera the wrist slot (pi0 / pi0.5: the left wrist
+slot, the right one masked; pi0-FAST: `wrist_0_rgb`, the second base slot black and unmasked).
 """
 
 import dataclasses
@@ -26,7 +27,7 @@ def make_droid_example() -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
-class DroidInputs(robot_inputs.Pi0RobotInputs):
+class DroidInputs(robot_inputs.RobotInputs):
     """DROID sample → model inputs; images may be HWC or CHW, uint8 or float in [0, 1]."""
 
     def __call__(self, data: dict) -> dict:
@@ -34,7 +35,10 @@ class DroidInputs(robot_inputs.Pi0RobotInputs):
             data, joints="observation/joint_position", num_joints=7, gripper="observation/gripper_position"
         )
         images = robot_inputs.camera_images(
-            data, base="observation/exterior_image_1_left", left_wrist="observation/wrist_image_left"
+            data,
+            base="observation/exterior_image_1_left",
+            wrist="observation/wrist_image_left",
+            model_type=self.model_type,
         )
         return robot_inputs.model_inputs(
             data, images, state, robot_action_dim=DROID_ACTION_DIM, model_action_dim=self.action_dim

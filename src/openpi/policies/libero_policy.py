@@ -1,8 +1,8 @@
 """LIBERO (simulated Franka, end-effector control) input/output transforms.
 
 State is 8-d: end-effector position 3, axis-angle orientation 3, gripper 2. Actions are 7-d: end-effector
-delta 6 and gripper 1. The agent-view camera fills the base slot, the wrist camera the left wrist slot; the
-right wrist slot is masked.
+delta 6 and gripper 1. The agent-view camera fills the base slot, the wrist camera the wrist slot (pi0 / pi0.5:
+the left wrist slot, the right one masked; pi0-FAST: `wrist_0_rgb`, the second base slot black and unmasked).
 """
 
 import dataclasses
@@ -27,11 +27,13 @@ def make_libero_example() -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
-class LiberoInputs(robot_inputs.Pi0RobotInputs):
+class LiberoInputs(robot_inputs.RobotInputs):
     """LIBERO sample → model inputs; images may be HWC or CHW, uint8 or float in [0, 1]."""
 
     def __call__(self, data: dict) -> dict:
-        images = robot_inputs.camera_images(data, base="observation/image", left_wrist="observation/wrist_image")
+        images = robot_inputs.camera_images(
+            data, base="observation/image", wrist="observation/wrist_image", model_type=self.model_type
+        )
         state = transforms.check_last_dim(data["observation/state"], LIBERO_STATE_DIM, name="observation/state")
         return robot_inputs.model_inputs(
             data, images, state, robot_action_dim=LIBERO_ACTION_DIM, model_action_dim=self.action_dim

@@ -26,12 +26,12 @@ def make_ur5_example() -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
-class UR5Inputs(robot_inputs.Pi0RobotInputs):
-    """UR5 sample → model inputs; the right wrist slot is masked."""
+class UR5Inputs(robot_inputs.RobotInputs):
+    """UR5 sample → model inputs; cameras in the slots of `model_type` (see `robot_inputs.model_images`)."""
 
     def __call__(self, data: dict) -> dict:
         state = robot_inputs.joints_and_gripper(data, joints="joints", num_joints=6, gripper="gripper")
-        images = robot_inputs.camera_images(data, base="base_rgb", left_wrist="wrist_rgb")
+        images = robot_inputs.camera_images(data, base="base_rgb", wrist="wrist_rgb", model_type=self.model_type)
         return robot_inputs.model_inputs(
             data, images, state, robot_action_dim=UR5_DIM, model_action_dim=self.action_dim
         )

@@ -16,6 +16,7 @@ from openpi.models import gemma
 from openpi.models import lora
 from openpi.models import model as _model
 from openpi.models import pi0
+from openpi.models import pi0_fast
 from openpi.models import siglip
 from openpi.models import tokenizer as _tokenizer
 from openpi.policies import aloha_policy
@@ -35,8 +36,14 @@ ModelType: TypeAlias = _model.ModelType
 # tyro cannot parse nnx filters; fields of this type are hidden from the CLI.
 Filter: TypeAlias = nnx.filterlib.Filter
 
-PI0_BASE_PARAMS = "s3://openpi-assets/checkpoints/pi0_base/params"
-PI0_BASE_ASSETS = "s3://openpi-assets/checkpoints/pi0_base/assets"
+_CHECKPOINTS = "s3://openpi-assets/checkpoints"
+PI0_BASE_PARAMS = f"{_CHECKPOINTS}/pi0_base/params"
+PI0_BASE_ASSETS = f"{_CHECKPOINTS}/pi0_base/assets"
+PI05_BASE_PARAMS = f"{_CHECKPOINTS}/pi05_base/params"
+PI05_BASE_ASSETS = f"{_CHECKPOINTS}/pi05_base/assets"
+PI0_FAST_BASE_PARAMS = f"{_CHECKPOINTS}/pi0_fast_base/params"
+PI05_DROID_PARAMS = f"{_CHECKPOINTS}/pi05_droid/params"
+PI05_DROID_ASSETS = f"{_CHECKPOINTS}/pi05_droid/assets"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,28 +92,46 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelTransformFactory:
-    """Model transforms for pi0: default prompt, resize to the model's image size, tokenize, pad to action_dim."""
+    """Model transforms per model family: default prompt, resize to the model's image size, then
+    pi0: tokenize the prompt, pad state and actions to action_dim;
+    pi0.5: tokenize the prompt (with the normalized state when `discrete_state_input`), pad;
+    pi0-FAST: tokenize prompt, state and actions (no padding), and turn the generated tokens back into actions."""
 
     default_prompt: str | None = None
-    # "paligemma": the PaliGemma sentencepiece model (downloaded); "debug": the offline character tokenizer.
+    # "paligemma": the PaliGemma sentencepiece model (downloaded; pi0-FAST also the FAST vocabulary); "debug": the
+    # offline character tokenizers of `debug_data`.
     tokenizer: Literal["paligemma", "debug"] = "paligemma"
 
     def __call__(self, model_config: _model.BaseModelConfig) -> _transforms.Group:
-        if model_config.model_type != ModelType.PI0:
-            raise ValueError(f"model.model_type: only pi0 has model transforms here, got {model_config.model_type}")
+        height, width = getattr(model_config, "image_resolution", _model.IMAGE_RESOLUTION)
+        common = [_transforms.InjectDefaultPrompt(self.default_prompt), _transforms.ResizeImages(height, width)]
+        if model_config.model_type == ModelType.PI0_FAST:
+            tokenizer = self._fast_tokenizer(model_config)
+            return _transforms.Group(
+                inputs=[*common, _transforms.TokenizeFASTInputs(tokenizer)],
+                outputs=[
+                    _transforms.ExtractFASTActions(tokenizer, model_config.action_horizon, model_config.action_dim)
+                ],
+            )
         if self.tokenizer == "debug":
             tokenizer = debug_data.make_tokenizer(model_config.max_token_len)
         else:
             tokenizer = _tokenizer.PaligemmaTokenizer(model_config.max_token_len)
-        height, width = getattr(model_config, "image_resolution", _model.IMAGE_RESOLUTION)
+        discrete_state_input = bool(getattr(model_config, "discrete_state_input", False))
         return _transforms.Group(
             inputs=[
-                _transforms.InjectDefaultPrompt(self.default_prompt),
-                _transforms.ResizeImages(height, width),
-                _transforms.TokenizePrompt(tokenizer),
+                *common,
+                _transforms.TokenizePrompt(tokenizer, discrete_state_input=discrete_state_input),
                 _transforms.PadStatesAndActions(model_config.action_dim),
             ]
         )
+
+    def _fast_tokenizer(self, model_config: _model.BaseModelConfig) -> _tokenizer.FASTTokenizer:
+        max_len = model_config.max_token_len
+        if self.tokenizer == "debug":
+            return debug_data.make_fast_tokenizer(max_len, model_config.action_horizon, model_config.action_dim)
+        make = getattr(model_config, "fast_model_tokenizer", None) or _tokenizer.FASTTokenizer
+        return make(max_len, **(getattr(model_config, "fast_model_tokenizer_kwargs", None) or {}))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +210,13 @@ class SimpleDataConfig(DataConfigFactory):
         )
 
 
+def _robot_action_dim(model: _model.BaseModelConfig) -> int | None:
+    """The `action_dim` of a robot input transform: pi0-FAST has no padding model transform, so its robot transforms
+    pad state and actions to the model's action dim; pi0 and pi0.5 pad after normalization (pi0.5's prompt shows
+    the robot's own state dims)."""
+    return model.action_dim if model.model_type == ModelType.PI0_FAST else None
+
+
 def _delta_actions(group: _transforms.Group, mask: Sequence[bool]) -> _transforms.Group:
     """Trains on actions relative to the current state on the masked dims (absolute again at inference)."""
     return group.push(inputs=[_transforms.DeltaActions(mask)], outputs=[_transforms.AbsoluteActions(mask)])
@@ -233,7 +265,7 @@ class LeRobotAlohaDataConfig(DataConfigFactory):
 
     def create(self, metadata_dir: pathlib.Path, model: _model.BaseModelConfig) -> DataConfig:
         data_transforms = _transforms.Group(
-            inputs=[aloha_policy.AlohaInputs(adapt_to_pi=self.adapt_to_pi)],
+            inputs=[aloha_policy.AlohaInputs(action_dim=_robot_action_dim(model), adapt_to_pi=self.adapt_to_pi)],
             outputs=[aloha_policy.AlohaOutputs(adapt_to_pi=self.adapt_to_pi)],
         )
         if self.use_delta_joint_actions:
@@ -269,7 +301,7 @@ class LeRobotLiberoDataConfig(DataConfigFactory):
             ]
         )
         data_transforms = _transforms.Group(
-            inputs=[libero_policy.LiberoInputs(model_type=model.model_type)],
+            inputs=[libero_policy.LiberoInputs(action_dim=_robot_action_dim(model), model_type=model.model_type)],
             outputs=[libero_policy.LiberoOutputs()],
         )
         if self.extra_delta_transform:
@@ -306,7 +338,7 @@ class LeRobotDroidDataConfig(DataConfigFactory):
         )
         # DROID actions are joint velocities: no delta conversion.
         data_transforms = _transforms.Group(
-            inputs=[droid_policy.DroidInputs(model_type=model.model_type)],
+            inputs=[droid_policy.DroidInputs(action_dim=_robot_action_dim(model), model_type=model.model_type)],
             outputs=[droid_policy.DroidOutputs()],
         )
         return dataclasses.replace(
@@ -362,7 +394,7 @@ class UR5DataConfig(DataConfigFactory):
 
     def create(self, metadata_dir: pathlib.Path, model: _model.BaseModelConfig) -> DataConfig:
         data_transforms = _transforms.Group(
-            inputs=[ur5_policy.UR5Inputs(action_dim=model.action_dim)],
+            inputs=[ur5_policy.UR5Inputs(action_dim=_robot_action_dim(model), model_type=model.model_type)],
             outputs=[ur5_policy.UR5Outputs()],
         )
         if self.use_delta_joint_actions:
@@ -495,6 +527,23 @@ _DEBUG_WIDE_GEMMA = gemma.Config(width=64, depth=2, mlp_dim=128, num_heads=4, nu
 DEBUG_OVERFIT_MODEL = dataclasses.replace(
     DEBUG_MODEL, paligemma_variant=_DEBUG_WIDE_GEMMA, action_expert_variant=_DEBUG_WIDE_GEMMA
 )
+# The debug model as pi0.5: the state is in the prompt, one character per token, so the prompt is longer.
+DEBUG_PI05_MODEL = dataclasses.replace(DEBUG_MODEL, pi05=True, discrete_state_input=True, max_token_len=112)
+# A tiny pi0-FAST reading the debug FAST tokenizer (its vocabulary sets `vocab_size`). The ALOHA robot transforms
+# fill pi0's camera slots, so the model reads those. The prompt carries the task, 14 state bins and the FAST action
+# tokens, one character per token.
+DEBUG_FAST_MODEL = pi0_fast.Pi0FASTConfig(
+    dtype="float32",
+    paligemma_variant=DEBUG_MODEL.paligemma_variant,
+    vision_variant=DEBUG_MODEL.vision_variant,
+    vocab_size=debug_data.FAST_TOKENIZER_VOCAB_SIZE,
+    image_resolution=(64, 64),
+    action_dim=14,
+    action_horizon=10,
+    max_token_len=160,
+    remat=False,
+    image_keys=_model.IMAGE_KEYS,
+)
 _ALOHA_RESET_POSE = {"reset_pose": [0, -1.5, 1.5, 0, 0, 0]}
 
 
@@ -575,6 +624,23 @@ def _aloha_sim_demo_data(*, adapt_to_pi: bool, tokenizer: Literal["paligemma", "
     )
 
 
+# The original fed pi0-FAST the LIBERO cameras in pi0's slots, so its tokens came in the order agent view, wrist,
+# black padding. Our LIBERO inputs fill pi0-FAST's slots; the LIBERO models read them in that same order, so the
+# released pi0_fast_libero sees what it was trained on.
+_FAST_LIBERO_IMAGE_KEYS = ("base_0_rgb", "wrist_0_rgb", "base_1_rgb")
+_FAST_LIBERO_MODEL = pi0_fast.Pi0FASTConfig(
+    action_dim=7, action_horizon=10, max_token_len=180, image_keys=_FAST_LIBERO_IMAGE_KEYS
+)
+_FAST_LIBERO_LORA_MODEL = dataclasses.replace(_FAST_LIBERO_MODEL, paligemma_variant="gemma_2b_lora")
+# Fine-tuning on the full DROID release. The original reads its RLDS build (TensorFlow) with joint *position* actions
+# trained as deltas; there is no RLDS reader here, so these configs train on a LeRobot conversion of DROID
+# (examples/droid/convert_droid_data_to_lerobot.py), whose actions are joint velocities + gripper, as `pi0_droid`'s.
+_FULL_DROID_REPO_ID = "your_hf_username/droid"
+_FULL_DROID_SCHEDULE = _optimizer.CosineDecaySchedule(
+    warmup_steps=1_000, peak_lr=5e-5, decay_steps=1_000_000, decay_lr=5e-5
+)
+
+
 # Use `get_config(name)` to look a config up.
 _CONFIGS = [
     #
@@ -593,6 +659,26 @@ _CONFIGS = [
     TrainConfig(
         name="pi0_droid",
         model=pi0.Pi0Config(action_horizon=10),
+        data=LeRobotDroidDataConfig(
+            assets=AssetsConfig(asset_id="droid"), base_config=DataConfig(prompt_from_task=True)
+        ),
+    ),
+    TrainConfig(
+        name="pi05_aloha",
+        model=pi0.Pi0Config(pi05=True),
+        data=LeRobotAlohaDataConfig(assets=AssetsConfig(asset_id="trossen")),
+        policy_metadata=_ALOHA_RESET_POSE,
+    ),
+    TrainConfig(
+        name="pi0_fast_droid",
+        model=pi0_fast.Pi0FASTConfig(action_dim=8, action_horizon=10),
+        data=LeRobotDroidDataConfig(
+            assets=AssetsConfig(asset_id="droid"), base_config=DataConfig(prompt_from_task=True)
+        ),
+    ),
+    TrainConfig(
+        name="pi05_droid",
+        model=pi0.Pi0Config(pi05=True, action_horizon=15),
         data=LeRobotDroidDataConfig(
             assets=AssetsConfig(asset_id="droid"), base_config=DataConfig(prompt_from_task=True)
         ),
@@ -625,6 +711,51 @@ _CONFIGS = [
         ema_decay=None,
     ),
     TrainConfig(
+        # pi0-FAST fully fine-tuned from pi0_fast_base. `max_token_len` bounds prompt + state + action tokens: about
+        # 180 for one arm, 250 for two; too small cuts tokens off (with a warning), too large wastes memory.
+        name="pi0_fast_libero",
+        model=_FAST_LIBERO_MODEL,
+        data=LeRobotLiberoDataConfig(
+            repo_id="physical-intelligence/libero",
+            base_config=DataConfig(prompt_from_task=True),
+            extra_delta_transform=True,
+        ),
+        weight_loader=weight_loaders.CheckpointWeightLoader(PI0_FAST_BASE_PARAMS),
+        num_train_steps=30_000,
+    ),
+    TrainConfig(
+        # pi0-FAST LoRA fine-tuning: frozen Gemma base weights, no EMA.
+        name="pi0_fast_libero_low_mem_finetune",
+        model=_FAST_LIBERO_LORA_MODEL,
+        data=LeRobotLiberoDataConfig(
+            repo_id="physical-intelligence/libero",
+            base_config=DataConfig(prompt_from_task=True),
+            extra_delta_transform=True,
+        ),
+        weight_loader=weight_loaders.CheckpointWeightLoader(PI0_FAST_BASE_PARAMS),
+        num_train_steps=30_000,
+        freeze_filter=_FAST_LIBERO_LORA_MODEL.get_freeze_filter(),
+        ema_decay=None,
+    ),
+    TrainConfig(
+        # pi0.5 on LIBERO without the state in the prompt (the model ignores the state).
+        name="pi05_libero",
+        model=pi0.Pi0Config(pi05=True, action_horizon=10, discrete_state_input=False),
+        data=LeRobotLiberoDataConfig(
+            repo_id="physical-intelligence/libero",
+            base_config=DataConfig(prompt_from_task=True),
+            extra_delta_transform=False,
+        ),
+        batch_size=256,
+        lr_schedule=_optimizer.CosineDecaySchedule(
+            warmup_steps=10_000, peak_lr=5e-5, decay_steps=1_000_000, decay_lr=5e-5
+        ),
+        optimizer=_optimizer.AdamW(clip_gradient_norm=1.0),
+        ema_decay=0.999,
+        weight_loader=weight_loaders.CheckpointWeightLoader(PI05_BASE_PARAMS),
+        num_train_steps=30_000,
+    ),
+    TrainConfig(
         name="pi0_aloha_pen_uncap",
         data=LeRobotAlohaDataConfig(
             repo_id="physical-intelligence/aloha_pen_uncap_diverse",
@@ -634,6 +765,68 @@ _CONFIGS = [
         ),
         weight_loader=weight_loaders.CheckpointWeightLoader(PI0_BASE_PARAMS),
         num_train_steps=20_000,
+    ),
+    TrainConfig(
+        name="pi05_aloha_pen_uncap",
+        model=pi0.Pi0Config(pi05=True),
+        data=LeRobotAlohaDataConfig(
+            repo_id="physical-intelligence/aloha_pen_uncap_diverse",
+            assets=AssetsConfig(assets_dir=PI05_BASE_ASSETS, asset_id="trossen"),
+            default_prompt="uncap the pen",
+            repack_transforms=ALOHA_THREE_CAMERA_REPACK,
+        ),
+        weight_loader=weight_loaders.CheckpointWeightLoader(PI05_BASE_PARAMS),
+        num_train_steps=20_000,
+        batch_size=64,
+    ),
+    TrainConfig(
+        # pi0-FAST fine-tuned from pi0_fast_base on the full DROID dataset (see `_FULL_DROID_REPO_ID`).
+        name="pi0_fast_full_droid_finetune",
+        model=pi0_fast.Pi0FASTConfig(action_dim=8, action_horizon=16, max_token_len=180),
+        data=LeRobotDroidDataConfig(
+            repo_id=_FULL_DROID_REPO_ID,
+            assets=AssetsConfig(asset_id="droid"),
+            base_config=DataConfig(prompt_from_task=True),
+        ),
+        weight_loader=weight_loaders.CheckpointWeightLoader(PI0_FAST_BASE_PARAMS),
+        lr_schedule=_FULL_DROID_SCHEDULE,
+        num_train_steps=100_000,
+        batch_size=256,
+        log_interval=100,
+        save_interval=5000,
+        keep_period=20_000,
+    ),
+    TrainConfig(
+        # pi0.5 fine-tuned from pi05_base on the full DROID dataset (see `_FULL_DROID_REPO_ID`), with pi05_base's
+        # DROID norm stats.
+        name="pi05_full_droid_finetune",
+        model=pi0.Pi0Config(pi05=True, action_dim=32, action_horizon=16),
+        data=LeRobotDroidDataConfig(
+            repo_id=_FULL_DROID_REPO_ID,
+            assets=AssetsConfig(assets_dir=PI05_BASE_ASSETS, asset_id="droid"),
+            base_config=DataConfig(prompt_from_task=True),
+        ),
+        weight_loader=weight_loaders.CheckpointWeightLoader(PI05_BASE_PARAMS),
+        lr_schedule=_FULL_DROID_SCHEDULE,
+        num_train_steps=100_000,
+        batch_size=256,
+        log_interval=100,
+        save_interval=5000,
+        keep_period=10_000,
+    ),
+    TrainConfig(
+        # pi05_droid fine-tuned on your own (smaller) DROID dataset in LeRobot format, reusing pi05_droid's norm
+        # stats.
+        name="pi05_droid_finetune",
+        model=pi0.Pi0Config(pi05=True, action_dim=32, action_horizon=16),
+        data=LeRobotDroidDataConfig(
+            repo_id="your_hf_username/my_droid_dataset",
+            assets=AssetsConfig(assets_dir=PI05_DROID_ASSETS, asset_id="droid"),
+            base_config=DataConfig(prompt_from_task=True),
+        ),
+        weight_loader=weight_loaders.CheckpointWeightLoader(PI05_DROID_PARAMS),
+        num_train_steps=20_000,
+        batch_size=32,
     ),
     TrainConfig(
         name="pi0_aloha_sim",
@@ -667,13 +860,16 @@ _CONFIGS = [
         weight_loader=weight_loaders.CheckpointWeightLoader(PI0_BASE_PARAMS),
     ),
     #
-    # Debug configs: a tiny pi0 on generated data, for tests and smoke runs on a CPU.
+    # Debug configs: tiny models on generated data, for tests and smoke runs on a CPU.
     #
     # ALOHA-shaped data (14-d state/actions, cam_high + wrist cameras, prompts); a checkpoint serves with
     # `--env ALOHA_SIM policy:checkpoint --policy.config=debug`.
     _debug_config("debug"),
     # Random inputs, no dataset and no norm stats.
     _debug_config("debug_fake", data=FakeDataConfig()),
+    # pi0.5 (state in the prompt, adaRMSNorm action expert) and pi0-FAST (action tokens) on the same data.
+    _debug_config("debug_pi05", model=DEBUG_PI05_MODEL),
+    _debug_config("debug_pi0_fast", model=DEBUG_FAST_MODEL),
     # LoRA fine-tuning of the tiny model: frozen base weights, no EMA.
     _debug_config(
         "debug_lora", model=DEBUG_LORA_MODEL, freeze_filter=DEBUG_LORA_MODEL.get_freeze_filter(), ema_decay=None
