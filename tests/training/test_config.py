@@ -1,8 +1,14 @@
 """The config registry: names, CLI parsing and help, data configs of the debug and robot configs."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
+from openpi.models import model as _model
+from openpi.policies import aloha_policy
+from openpi.policies import droid_policy
+from openpi.policies import libero_policy
 from openpi.training import config as _config
 
 from . import train_helpers
@@ -79,3 +85,82 @@ def test_resume_and_overwrite_together_are_refused(capsys):
     with pytest.raises(SystemExit):
         _config.cli(["debug", "--resume", "--overwrite"])
     assert "resume and overwrite" in capsys.readouterr().err
+
+
+ModelType = _model.ModelType
+# The original's pi0.5 and pi0-FAST configs: model type, action horizon, action dim, max token len.
+PI05_AND_FAST = {
+    "pi05_aloha": (ModelType.PI05, 50, 32, 200),
+    "pi05_aloha_pen_uncap": (ModelType.PI05, 50, 32, 200),
+    "pi05_droid": (ModelType.PI05, 15, 32, 200),
+    "pi05_droid_finetune": (ModelType.PI05, 16, 32, 200),
+    "pi05_full_droid_finetune": (ModelType.PI05, 16, 32, 200),
+    "pi05_libero": (ModelType.PI05, 10, 32, 200),
+    "pi0_fast_droid": (ModelType.PI0_FAST, 10, 8, 250),
+    "pi0_fast_full_droid_finetune": (ModelType.PI0_FAST, 16, 8, 180),
+    "pi0_fast_libero": (ModelType.PI0_FAST, 10, 7, 180),
+    "pi0_fast_libero_low_mem_finetune": (ModelType.PI0_FAST, 10, 7, 180),
+}
+# A robot observation of each data config, with an action chunk of the robot's action dim.
+ROBOT_EXAMPLES = {
+    _config.LeRobotAlohaDataConfig: (aloha_policy.make_aloha_example, 14),
+    _config.LeRobotDroidDataConfig: (droid_policy.make_droid_example, 8),
+    _config.LeRobotLiberoDataConfig: (libero_policy.make_libero_example, 7),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PI05_AND_FAST))
+def test_pi05_and_pi0_fast_configs_match_the_original(name):
+    model = _config.get_config(name).model
+    assert (model.model_type, model.action_horizon, model.action_dim, model.max_token_len) == PI05_AND_FAST[name]
+
+
+def test_pi05_libero_hides_the_state_and_trains_as_the_original():
+    config = _config.get_config("pi05_libero")
+    assert config.model.discrete_state_input is False
+    assert _config.get_config("pi05_droid").model.discrete_state_input is True
+    assert (config.batch_size, config.ema_decay, config.optimizer.clip_gradient_norm) == (256, 0.999, 1.0)
+    schedule = config.lr_schedule
+    assert (schedule.warmup_steps, schedule.peak_lr, schedule.decay_steps, schedule.decay_lr) == (
+        10_000,
+        5e-5,
+        1_000_000,
+        5e-5,
+    )
+    assert config.weight_loader.params_path == "s3://openpi-assets/checkpoints/pi05_base/params"
+
+
+def test_pi0_fast_lora_config_freezes_the_gemma_base_weights_and_disables_ema():
+    config = _config.get_config("pi0_fast_libero_low_mem_finetune")
+    assert config.model.paligemma_variant == "gemma_2b_lora"
+    assert config.ema_decay is None
+    assert repr(config.freeze_filter) == repr(config.model.get_freeze_filter())
+    assert config.weight_loader.params_path == "s3://openpi-assets/checkpoints/pi0_fast_base/params"
+
+
+@pytest.mark.parametrize("name", [*sorted(PI05_AND_FAST), "debug_pi05", "debug_pi0_fast"])
+def test_pi05_and_pi0_fast_data_pipelines_fill_the_model_inputs(name, tmp_path, monkeypatch):
+    """Each config's robot and model transforms (with the offline debug tokenizers) turn a robot observation into
+    exactly the cameras, state, actions and tokens its model reads, with quantile normalization."""
+    train_helpers.isolate(monkeypatch, tmp_path)
+    monkeypatch.setenv("OPENPI_OFFLINE", "1")
+    config = train_helpers.debug_config(tmp_path, name)
+    model = config.model
+    data_config = dataclasses.replace(config.data, tokenizer="debug").create(config.assets_dirs, model)
+    assert data_config.use_quantile_norm
+    make_example, robot_action_dim = ROBOT_EXAMPLES[type(config.data)]
+    sample = make_example() | {"actions": np.zeros((model.action_horizon, robot_action_dim))}
+    for transform in (*data_config.data_transforms.inputs, *data_config.model_transforms.inputs):
+        sample = transform(sample)
+    assert set(sample["image"]) == set(sample["image_mask"]) == set(model.image_keys)
+    assert all(image.shape == (*model.image_resolution, 3) for image in sample["image"].values())
+    assert sample["tokenized_prompt"].shape == (model.max_token_len,)
+    if model.model_type == ModelType.PI0_FAST:
+        # Unmasked padding cameras, state and actions padded by the robot transform, trained action tokens.
+        assert all(sample["image_mask"].values())
+        assert sample["token_loss_mask"].any()
+        assert sample["state"].shape[-1] >= model.action_dim
+        assert sample["actions"].shape == (model.action_horizon, max(model.action_dim, robot_action_dim))
+    else:
+        assert sample["state"].shape == (model.action_dim,)
+        assert sample["actions"].shape == (model.action_horizon, model.action_dim)
