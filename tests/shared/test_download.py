@@ -31,7 +31,8 @@ _DOWNLOAD_IN_SUBPROCESS = (
 class _FileServer(http.server.ThreadingHTTPServer):
     """Serves in-memory files over plain HTTP and a GCS JSON-API subset (for gs:// via STORAGE_EMULATOR_HOST).
 
-    GETs of a path can be made to fail with 503 a number of times, or to stall after some bytes until `release`.
+    GETs of a path can be made to fail with 503 a number of times, to be cut off half way a number of times, or to
+    stall after some bytes until `release`.
     """
 
     daemon_threads = True
@@ -40,6 +41,7 @@ class _FileServer(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _FileHandler)
         self.files: dict[str, bytes] = {}
         self.failures_left: collections.Counter[str] = collections.Counter()
+        self.cuts_left: collections.Counter[str] = collections.Counter()
         self.gets: collections.Counter[str] = collections.Counter()
         self.stall_after_bytes: dict[str, int] = {}  # path -> bytes sent before the GET stalls
         self.stalled = threading.Event()
@@ -84,6 +86,11 @@ class _FileHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if not send_body:
+            return
+        if self.server.cuts_left[path] > 0:
+            self.server.cuts_left[path] -= 1
+            self.wfile.write(data[: len(data) // 2])
+            self.close_connection = True
             return
         stall_at = self.server.stall_after_bytes.get(path)
         if stall_at is None:
@@ -195,6 +202,13 @@ def _cut_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Point S3 at a closed port and allow one attempt: any network access now fails at once."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{_unused_port()}")
     monkeypatch.setenv("OPENPI_DOWNLOAD_RETRIES", "1")
+
+
+def _use_http_proxy(monkeypatch: pytest.MonkeyPatch, proxy: str) -> None:
+    """Names `proxy` for http:// requests in the environment, with no exceptions."""
+    for name in ("http_proxy", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy)
 
 
 def _tree_bytes(root: pathlib.Path) -> dict[str, bytes]:
@@ -438,12 +452,83 @@ def test_transient_server_errors_are_retried(http_files: _FileServer):
     assert http_files.gets["/flaky.bin"] == 2
 
 
-def test_unreachable_server_fails_after_retries_with_a_clear_message(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("OPENPI_DOWNLOAD_RETRIES", "2")
-    url = f"http://127.0.0.1:{_unused_port()}/weights.bin"
+def test_transfer_cut_off_half_way_is_retried(http_files: _FileServer):
+    http_files.files["/cut.bin"] = os.urandom(200_000)
+    http_files.cuts_left["/cut.bin"] = 1
 
-    with pytest.raises(download.DownloadError, match=re.escape(f"listing {url}: failed after 2 attempts")):
+    local = download.maybe_download(http_files.url("/cut.bin"))
+
+    assert local.read_bytes() == http_files.files["/cut.bin"]
+    assert http_files.gets["/cut.bin"] == 2
+
+
+def test_persistent_server_errors_fail_after_the_configured_attempts(
+    http_files: _FileServer, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("OPENPI_DOWNLOAD_RETRIES", "2")
+    http_files.files["/down.bin"] = b"weights"
+    http_files.failures_left["/down.bin"] = 10
+    url = http_files.url("/down.bin")
+
+    with pytest.raises(download.DownloadError, match=re.escape(f"downloading {url}: failed after 2 attempts")):
         download.maybe_download(url)
+    assert http_files.gets["/down.bin"] == 2
+
+
+@pytest.mark.parametrize(
+    ("endpoint_variable", "url"),
+    [
+        ("AWS_ENDPOINT_URL_S3", "s3://openpi-assets/checkpoints/pi0_base"),
+        ("STORAGE_EMULATOR_HOST", "gs://big_vision/paligemma_tokenizer.model"),
+        (None, "https://{endpoint}/big_vision/paligemma_tokenizer.model"),
+    ],
+)
+def test_server_refusing_connections_fails_within_seconds_naming_the_ways_out(
+    endpoint_variable: str | None, url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+):
+    endpoint = f"127.0.0.1:{_unused_port()}"
+    if endpoint_variable is not None:
+        monkeypatch.setenv(endpoint_variable, f"http://{endpoint}")
+    url = url.format(endpoint=endpoint)
+    parsed = urllib.parse.urlsplit(url)
+    cache_path = (tmp_path / "cache").resolve() / parsed.netloc / parsed.path.lstrip("/")
+
+    started = time.monotonic()
+    with pytest.raises(download.UnreachableError) as err:
+        download.maybe_download(url)
+    # Without the fast path this takes minutes: retries of ours, times those of botocore or gcsfs.
+    assert time.monotonic() - started < 10
+    message = str(err.value)
+    assert message.startswith(f"{url}: not in the download cache ({cache_path} does not exist)")
+    assert f"no connection to {endpoint} could be made (ConnectionRefusedError" in message
+    assert "OPENPI_OFFLINE=1" in message
+    assert "OPENPI_DATA_HOME" in message
+
+
+def test_s3_through_a_proxy_downloads_though_the_endpoint_is_not_directly_reachable(
+    anonymous_s3, scratch_bucket: str, monkeypatch: pytest.MonkeyPatch
+):
+    anonymous_s3.admin.put_object(Bucket=scratch_bucket, Key="ckpt/weights.bin", Body=b"proxied", ACL="public-read")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{_unused_port()}")
+    # moto's server also answers requests in a forward proxy's form (GET http://host/path).
+    _use_http_proxy(monkeypatch, anonymous_s3.endpoint)
+
+    assert download.maybe_download(f"s3://{scratch_bucket}/ckpt/weights.bin").read_bytes() == b"proxied"
+
+
+def test_s3_behind_a_proxy_refusing_connections_fails_within_seconds_naming_the_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    endpoint, proxy = f"http://127.0.0.1:{_unused_port()}", f"127.0.0.1:{_unused_port()}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+    _use_http_proxy(monkeypatch, f"http://{proxy}")
+
+    started = time.monotonic()
+    with pytest.raises(
+        download.UnreachableError, match=re.escape(f"no connection to {proxy} (the proxy for {endpoint})")
+    ):
+        download.maybe_download("s3://openpi-assets/checkpoints/pi0_base")
+    assert time.monotonic() - started < 10
 
 
 def test_invalid_retry_setting_is_rejected_by_name(http_files: _FileServer, monkeypatch: pytest.MonkeyPatch):

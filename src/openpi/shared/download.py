@@ -10,10 +10,12 @@ import logging
 import os
 import pathlib
 import shutil
+import socket
 import threading
 import time
 from typing import Any, TypeVar
 import urllib.parse
+import urllib.request
 import uuid
 
 import filelock
@@ -31,6 +33,9 @@ RETRIES_ENV = "OPENPI_DOWNLOAD_RETRIES"
 DEFAULT_CACHE_DIR = "~/.cache/openpi"
 
 _DEFAULT_ATTEMPTS = 5
+# Long enough for a slow link to complete a TCP handshake; short enough that an offline machine hears so at once.
+_CONNECT_TIMEOUT_S = 5.0
+_READ_TIMEOUT_S = 60.0  # silence on an open connection longer than this counts as a dropped transfer
 _MAX_BACKOFF_S = 30.0
 _PROGRESS_MIN_BYTES = 1 << 20
 _PARALLEL_FILES = 8
@@ -57,6 +62,10 @@ class OfflineCacheMissError(FileNotFoundError):
     """Offline mode is on and the requested URL is not complete in the cache."""
 
 
+class UnreachableError(DownloadError):
+    """The requested URL is not complete in the cache and no connection to the server holding it can be made."""
+
+
 @dataclasses.dataclass(frozen=True)
 class _RemoteFile:
     rel: str  # path below the requested URL, "/"-separated; "" when the URL names a single file
@@ -79,7 +88,9 @@ def maybe_download(url: str, *, force_download: bool = False, **kwargs: Any) -> 
     `$OPENPI_DATA_HOME/<bucket-or-host>/<path>`; an entry counts as cached only once its completion marker
     exists and its files have the recorded sizes, and a cache hit touches no network. Downloads go to a
     staging sibling and are renamed into place, under a file lock shared by all processes. With
-    `OPENPI_OFFLINE=1` a cache miss raises `OfflineCacheMissError`. `kwargs` go to the fsspec filesystem,
+    `OPENPI_OFFLINE=1` a cache miss raises `OfflineCacheMissError`; without it, a miss that cannot connect to the
+    server raises `UnreachableError` within seconds, while transient failures of a working connection are retried
+    with backoff (`OPENPI_DOWNLOAD_RETRIES` attempts, default 5). `kwargs` go to the fsspec filesystem,
     either flat (`endpoint_url=...`) or per protocol (`s3={"anon": False}`).
     """
     parsed = urllib.parse.urlparse(url)
@@ -153,10 +164,13 @@ def _offline() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _cache_state(local_path: pathlib.Path) -> str:
+    return f"{local_path} {'is incomplete' if local_path.exists() else 'does not exist'}"
+
+
 def _offline_miss(url: str, local_path: pathlib.Path) -> OfflineCacheMissError:
-    state = "is incomplete" if local_path.exists() else "does not exist"
     return OfflineCacheMissError(
-        f"{url}: not in the download cache ({local_path} {state}) and {OFFLINE_ENV}="
+        f"{url}: not in the download cache ({_cache_state(local_path)}) and {OFFLINE_ENV}="
         f"{os.environ.get(OFFLINE_ENV)} forbids network access; unset {OFFLINE_ENV} to download it, or copy a "
         f"complete download there together with its {_sibling(local_path, 'complete').name} marker"
     )
@@ -178,6 +192,7 @@ def _locked(lock_path: pathlib.Path, url: str) -> Iterator[None]:
 
 def _download(url: str, scheme: str, local_path: pathlib.Path, kwargs: dict[str, Any]) -> None:
     fs, root = _filesystem(url, scheme, kwargs)
+    _require_connection(fs, scheme, url, local_path)
     with _naming_url(url):
         listing = _with_retries(f"listing {url}", _list_remote, fs, root, url)
     fingerprint = hashlib.sha256(json.dumps([dataclasses.astuple(f) for f in listing]).encode()).hexdigest()[:16]
@@ -238,16 +253,34 @@ def _filesystem_class(scheme: str) -> type[fsspec.AbstractFileSystem]:
 
 
 def _default_options(scheme: str) -> dict[str, Any]:
-    """Anonymous access unless credentials are configured, so public buckets work without probing for any."""
+    """Anonymous access unless credentials are configured, so public buckets work without probing for any; time
+    limits on connecting and on a silent transfer; no retries inside botocore, since `_with_retries` is the one
+    retry layer (s3fs still resumes a dropped object read, and gcsfs always retries a few times on its own)."""
     if scheme in ("s3", "s3a"):
-        options: dict[str, Any] = {"anon": not _has_aws_credentials()}
+        options: dict[str, Any] = {
+            "anon": not _has_aws_credentials(),
+            "config_kwargs": {"connect_timeout": _CONNECT_TIMEOUT_S, "retries": {"total_max_attempts": 1}},
+        }
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint:
             options["endpoint_url"] = endpoint
         return options
-    if scheme in ("gs", "gcs") and not _has_google_credentials():
-        return {"token": "anon"}
+    if scheme in ("gs", "gcs"):
+        options = {"requests_timeout": _aiohttp_timeout()}
+        if not _has_google_credentials():
+            options["token"] = "anon"
+        return options
+    if scheme in ("http", "https"):
+        return {"client_kwargs": {"timeout": _aiohttp_timeout()}}
     return {}
+
+
+def _aiohttp_timeout() -> Any:
+    """No limit on a whole transfer (checkpoints are large), only on opening a socket and on silence while reading;
+    waiting for a free pooled connection is not limited either, as parallel transfers may queue for long."""
+    import aiohttp
+
+    return aiohttp.ClientTimeout(total=None, sock_connect=_CONNECT_TIMEOUT_S, sock_read=_READ_TIMEOUT_S)
 
 
 def _has_aws_credentials() -> bool:
@@ -268,6 +301,73 @@ def _has_google_credentials() -> bool:
         bool(os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"))
         or (gcloud_dir / "application_default_credentials.json").is_file()
     )
+
+
+def _require_connection(fs: fsspec.AbstractFileSystem, scheme: str, url: str, local_path: pathlib.Path) -> None:
+    """Fail at once, naming the ways out, when no TCP connection to the server can be made (offline, a wrong
+    endpoint, an unresolvable host): the store clients would otherwise retry for minutes before giving up."""
+    server = _server(fs, scheme, url)
+    if server is None:
+        return
+    first_hop = _first_hop(fs, scheme, server)
+    parts = urllib.parse.urlsplit(first_hop)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    problem = _connection_problem(host, port)
+    if problem is None:
+        return
+    through = f" (the proxy for {server})" if first_hop != server else ""
+    raise UnreachableError(
+        f"{url}: not in the download cache ({_cache_state(local_path)}) and no connection to {host}:{port}{through} "
+        f"could be made ({problem}). To work offline, fill the cache on a connected machine, or copy a complete "
+        f"download to {local_path} together with its {_sibling(local_path, 'complete').name} marker "
+        f"({DATA_HOME_ENV} sets where the cache is), and set {OFFLINE_ENV}=1 to never touch the network; "
+        f"otherwise check this machine's network access and the store's endpoint"
+    )
+
+
+def _server(fs: fsspec.AbstractFileSystem, scheme: str, url: str) -> str | None:
+    """The URL of the server that requests for `url` go to; None for stores other than s3, gs and http(s)."""
+    if scheme in ("s3", "s3a"):
+        fs.connect()  # builds the botocore client, which resolves the (regional or configured) endpoint offline
+        return fs.s3.meta.endpoint_url
+    if scheme in ("gs", "gcs"):
+        return fs.base  # honours STORAGE_EMULATOR_HOST and endpoint_url
+    if scheme in ("http", "https"):
+        return url
+    return None
+
+
+def _first_hop(fs: fsspec.AbstractFileSystem, scheme: str, server: str) -> str:
+    """Where the first connection goes: botocore sends s3 requests through the proxy configured for it or named in
+    the environment (HTTP_PROXY, HTTPS_PROXY, NO_PROXY); fsspec's http and gcsfs's sessions connect directly."""
+    if scheme not in ("s3", "s3a"):
+        return server
+    parts = urllib.parse.urlsplit(server)
+    proxies = fs.s3.meta.config.proxies
+    if not proxies and not urllib.request.proxy_bypass(parts.hostname or ""):
+        proxies = urllib.request.getproxies()
+    proxy = (proxies or {}).get(parts.scheme)
+    if not proxy:
+        return server
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
+def _connection_problem(host: str, port: int) -> str | None:
+    """Why no TCP connection to `host:port` opens within `_CONNECT_TIMEOUT_S` (name lookup included), or None."""
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=_CONNECT_TIMEOUT_S).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(f"{type(err).__name__}: {err}")
+
+    # A thread, because a name lookup cannot be given a timeout and may hang while the resolver is unreachable.
+    attempt = threading.Thread(target=connect, name=f"connect {host}:{port}", daemon=True)
+    attempt.start()
+    attempt.join(_CONNECT_TIMEOUT_S)
+    return outcome[0] if outcome else f"no connection within {_CONNECT_TIMEOUT_S:.0f} s"
 
 
 def _list_remote(fs: fsspec.AbstractFileSystem, root: str, url: str) -> list[_RemoteFile]:

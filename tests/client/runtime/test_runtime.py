@@ -40,6 +40,27 @@ class CountdownEnvironment(environment.Environment):
         self.all_actions.append(self.actions[-1])
 
 
+class ReadmeEnvironment(environment.Environment):
+    """Written as in the openpi README's robot-client guide: the episode ends when `done()`, and there is no
+    `is_episode_complete()`."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.actions: list[float] = []
+
+    def reset(self) -> None:
+        self.actions = []
+
+    def done(self) -> bool:
+        return len(self.actions) >= self.length
+
+    def get_observation(self) -> dict:
+        return {"state": np.array([len(self.actions)], np.float32)}
+
+    def apply_action(self, action: dict) -> None:
+        self.actions.append(float(action["actions"][0]))
+
+
 class PlusOnePolicy(base_policy.BasePolicy):
     def __init__(self) -> None:
         self.resets = 0
@@ -71,6 +92,30 @@ def test_episodes_run_until_the_environment_is_done_and_subscribers_see_every_st
     assert recorder.events == ["start", "step 0->1", "step 1->2", "end"] * 2
     assert env.events == ["reset"] * 3  # before each episode and once at the end
     assert policy.resets == 2
+
+
+@pytest.mark.parametrize("make_environment", [CountdownEnvironment, ReadmeEnvironment])
+def test_episodes_end_on_is_episode_complete_or_on_done_as_in_the_readme(make_environment):
+    recorder = RecordingSubscriber()
+    runtime.Runtime(
+        make_environment(length=2), policy_agent.PolicyAgent(PlusOnePolicy()), [recorder], num_episodes=2
+    ).run()
+    assert recorder.events == ["start", "step 0->1", "step 1->2", "end"] * 2
+
+
+def test_environment_that_never_says_when_an_episode_ends_cannot_be_instantiated():
+    class NoEnd(environment.Environment):
+        def reset(self) -> None:
+            pass
+
+        def get_observation(self) -> dict:
+            return {}
+
+        def apply_action(self, action: dict) -> None:
+            pass
+
+    with pytest.raises(TypeError, match="is_episode_complete"):
+        NoEnd()
 
 
 def test_max_episode_steps_caps_an_endless_episode():
