@@ -1,4 +1,5 @@
-"""Exports a training checkpoint as a self-contained exported model (see openpi.policies.exported).
+"""Exports a training checkpoint of pi0, pi0.5 or pi0-FAST as a self-contained exported model (see
+openpi.policies.exported): its sampler, weights, norm stats and tokenizers.
 
     uv run scripts/export_policy.py --config pi0_aloha_sim --checkpoint-dir checkpoints/pi0_aloha_sim/exp/10000 \\
         --out exported/pi0_aloha_sim/model [--processor huggingface_aloha_sim_transfer_cube]
@@ -19,7 +20,7 @@ from openpi.training import config as _config
 class Args:
     """Arguments of export_policy."""
 
-    # Training config name (e.g. "pi0_aloha_sim"): the model and its prompt tokenizer.
+    # Training config name (e.g. "pi0_aloha_sim", "pi05_droid", "pi0_fast_droid"): the model and its tokenizers.
     config: str
     # Checkpoint directory, local or s3:// / gs:// (e.g. "checkpoints/pi0_aloha_sim/exp/10000").
     checkpoint_dir: str
@@ -27,8 +28,10 @@ class Args:
     out: str
     # Name under which the checkpoint's norm stats are stored; default: the config's asset id.
     processor: str | None = None
-    # Denoising steps of the exported action sampler.
+    # Denoising steps of the exported action sampler (pi0, pi0.5).
     num_steps: int = 10
+    # Most tokens the exported sampler generates per action chunk (pi0-FAST; the temperature stays free).
+    max_decoding_steps: int = 256
     # Replace an existing output directory.
     overwrite: bool = False
 
@@ -40,6 +43,7 @@ def main(args: Args) -> None:
         args.out,
         processor=args.processor,
         num_steps=args.num_steps,
+        max_decoding_steps=args.max_decoding_steps,
         overwrite=args.overwrite,
     )
     logging.info("Exported %s to %s", args.checkpoint_dir, out)

@@ -1,6 +1,7 @@
 """Serves a policy to robots over websockets: a training checkpoint, an exported model, or the env's default.
 
-    uv run scripts/serve_policy.py --env LIBERO --default_prompt "my task"
+    uv run scripts/serve_policy.py --env LIBERO --default_prompt "my task"           # the env's default pi0
+    uv run scripts/serve_policy.py --env DROID policy:default --policy.model-type PI05  # ... its pi0.5 (or PI0_FAST)
     uv run scripts/serve_policy.py --env ALOHA_SIM policy:checkpoint --policy.config=pi0_aloha_sim \\
         --policy.dir=checkpoints/pi0_aloha_sim/exp_name/10000
     uv run scripts/serve_policy.py --env ALOHA policy:exported --policy.dir=s3://openpi-assets/exported/pi0_aloha/model
@@ -15,9 +16,11 @@ import logging
 import tyro
 
 from openpi import transforms as _transforms
+from openpi.models import model as _model
 from openpi.policies import aloha_policy
 from openpi.policies import calvin_policy
 from openpi.policies import droid_policy
+from openpi.policies import exported as _exported
 from openpi.policies import libero_policy
 from openpi.policies import policy as _policy
 from openpi.policies import policy_config as _policy_config
@@ -49,7 +52,7 @@ class Checkpoint:
 
 @dataclasses.dataclass
 class Exported:
-    """Load an exported model; the data transforms are the env's default policy's."""
+    """Load an exported model (pi0, pi0.5 or pi0-FAST); the data transforms are the env's default policy's."""
 
     # Exported model directory, local or s3:// / gs:// (e.g. "s3://openpi-assets/exported/pi0_aloha/model").
     dir: str
@@ -60,7 +63,11 @@ class Exported:
 
 @dataclasses.dataclass
 class Default:
-    """Serve the env's default checkpoint (see DEFAULT_CHECKPOINT)."""
+    """Serve the env's default checkpoint of a model family (see DEFAULT_CHECKPOINTS)."""
+
+    # Model family. PI0: every env's pi0 checkpoint. PI05 (pi0.5): pi05_droid (DROID), pi05_libero (LIBERO),
+    # pi05_aloha on pi05_base (ALOHA). PI0_FAST (pi0-FAST): pi0_fast_droid (DROID), pi0_fast_libero (LIBERO).
+    model_type: _model.ModelType = _model.ModelType.PI0
 
 
 @dataclasses.dataclass
@@ -87,18 +94,44 @@ class Args:
     # Largest request frame accepted, in bytes; None: no limit.
     max_frame_bytes: int | None = None
 
-    # How to load the policy; without a subcommand, the env's default checkpoint.
+    # How to load the policy; without a subcommand, the env's default pi0 checkpoint (`policy:default
+    # --policy.model-type PI05` or `PI0_FAST` picks the env's pi0.5 or pi0-FAST one instead).
     policy: Checkpoint | Exported | Default = dataclasses.field(default_factory=Default)
 
 
-# The policy each env serves when no policy is given.
-DEFAULT_CHECKPOINT: dict[EnvMode, Checkpoint] = {
-    EnvMode.ALOHA: Checkpoint(config="pi0_aloha", dir="s3://openpi-assets/checkpoints/pi0_base"),
-    EnvMode.ALOHA_SIM: Checkpoint(config="pi0_aloha_sim", dir="s3://openpi-assets/checkpoints/pi0_aloha_sim"),
-    EnvMode.DROID: Checkpoint(config="pi0_droid", dir="s3://openpi-assets/checkpoints/pi0_droid"),
-    EnvMode.CALVIN: Checkpoint(config="pi0_calvin", dir="s3://openpi-assets/checkpoints/pi0_calvin"),
-    EnvMode.LIBERO: Checkpoint(config="pi0_libero", dir="s3://openpi-assets/checkpoints/pi0_libero"),
+# The checkpoint each env serves when no policy is given, per model family (`policy:default --policy.model-type`).
+# pi0 is the default family; pi0.5 and pi0-FAST have checkpoints for some envs only.
+DEFAULT_CHECKPOINTS: dict[_model.ModelType, dict[EnvMode, Checkpoint]] = {
+    _model.ModelType.PI0: {
+        EnvMode.ALOHA: Checkpoint(config="pi0_aloha", dir="s3://openpi-assets/checkpoints/pi0_base"),
+        EnvMode.ALOHA_SIM: Checkpoint(config="pi0_aloha_sim", dir="s3://openpi-assets/checkpoints/pi0_aloha_sim"),
+        EnvMode.DROID: Checkpoint(config="pi0_droid", dir="s3://openpi-assets/checkpoints/pi0_droid"),
+        EnvMode.CALVIN: Checkpoint(config="pi0_calvin", dir="s3://openpi-assets/checkpoints/pi0_calvin"),
+        EnvMode.LIBERO: Checkpoint(config="pi0_libero", dir="s3://openpi-assets/checkpoints/pi0_libero"),
+    },
+    _model.ModelType.PI05: {
+        EnvMode.ALOHA: Checkpoint(config="pi05_aloha", dir="s3://openpi-assets/checkpoints/pi05_base"),
+        EnvMode.DROID: Checkpoint(config="pi05_droid", dir="s3://openpi-assets/checkpoints/pi05_droid"),
+        EnvMode.LIBERO: Checkpoint(config="pi05_libero", dir="s3://openpi-assets/checkpoints/pi05_libero"),
+    },
+    _model.ModelType.PI0_FAST: {
+        EnvMode.DROID: Checkpoint(config="pi0_fast_droid", dir="s3://openpi-assets/checkpoints/pi0_fast_droid"),
+        EnvMode.LIBERO: Checkpoint(config="pi0_fast_libero", dir="s3://openpi-assets/checkpoints/pi0_fast_libero"),
+    },
 }
+
+
+def default_checkpoint(env: EnvMode, model_type: _model.ModelType = _model.ModelType.PI0) -> Checkpoint:
+    """The env's default checkpoint of `model_type`; the error lists the envs that family has one for."""
+    checkpoints = DEFAULT_CHECKPOINTS[model_type]
+    if env not in checkpoints:
+        available = ", ".join(env.name for env in checkpoints)
+        raise ValueError(
+            f"--policy.model-type {model_type.name}: no default checkpoint for --env {env.name}; this family has "
+            f"one for {available}. Serve another checkpoint with policy:checkpoint --policy.config=... --policy.dir=..."
+        )
+    return checkpoints[env]
+
 
 # The exported models of the README (name → directory).
 EXPORTED_MODELS: dict[str, str] = {
@@ -126,18 +159,42 @@ DEFAULT_EXPORTED: dict[EnvMode, Exported] = {
 
 _ALOHA_DELTA_MASK = _transforms.make_bool_mask(6, -1, 6, -1)
 
-# The robot transforms of each env's default policy, used with exported models. The exported ALOHA model acts in
-# joint deltas (grippers absolute); all ALOHA models act in the pi runtime's joint space (`adapt_to_pi`).
-ENV_DATA_TRANSFORMS: dict[EnvMode, _transforms.Group] = {
-    EnvMode.ALOHA: _transforms.Group(
-        inputs=[aloha_policy.AlohaInputs(), _transforms.DeltaActions(_ALOHA_DELTA_MASK)],
-        outputs=[_transforms.AbsoluteActions(_ALOHA_DELTA_MASK), aloha_policy.AlohaOutputs()],
-    ),
-    EnvMode.ALOHA_SIM: _transforms.Group(inputs=[aloha_policy.AlohaInputs()], outputs=[aloha_policy.AlohaOutputs()]),
-    EnvMode.DROID: _transforms.Group(inputs=[droid_policy.DroidInputs()], outputs=[droid_policy.DroidOutputs()]),
-    EnvMode.CALVIN: _transforms.Group(inputs=[calvin_policy.CalvinInputs()], outputs=[calvin_policy.CalvinOutputs()]),
-    EnvMode.LIBERO: _transforms.Group(inputs=[libero_policy.LiberoInputs()], outputs=[libero_policy.LiberoOutputs()]),
-}
+
+def env_data_transforms(
+    env: EnvMode, model_type: _model.ModelType = _model.ModelType.PI0, model_action_dim: int | None = None
+) -> _transforms.Group:
+    """The robot transforms of the env's default policy for a model family, used with exported models.
+
+    The cameras go to the family's slots; pi0-FAST, which has no padding model transform, pads the state to
+    `model_action_dim` here, as its train configs do. The exported ALOHA model acts in joint deltas (grippers
+    absolute); all ALOHA models act in the pi runtime's joint space (`adapt_to_pi`).
+    """
+    action_dim = model_action_dim if model_type == _model.ModelType.PI0_FAST else None
+    match env:
+        case EnvMode.ALOHA:
+            return _transforms.Group(
+                inputs=[aloha_policy.AlohaInputs(action_dim=action_dim), _transforms.DeltaActions(_ALOHA_DELTA_MASK)],
+                outputs=[_transforms.AbsoluteActions(_ALOHA_DELTA_MASK), aloha_policy.AlohaOutputs()],
+            )
+        case EnvMode.ALOHA_SIM:
+            return _transforms.Group(
+                inputs=[aloha_policy.AlohaInputs(action_dim=action_dim)], outputs=[aloha_policy.AlohaOutputs()]
+            )
+        case EnvMode.DROID:
+            return _transforms.Group(
+                inputs=[droid_policy.DroidInputs(action_dim=action_dim, model_type=model_type)],
+                outputs=[droid_policy.DroidOutputs()],
+            )
+        case EnvMode.CALVIN:
+            return _transforms.Group(
+                inputs=[calvin_policy.CalvinInputs(action_dim=action_dim)], outputs=[calvin_policy.CalvinOutputs()]
+            )
+        case EnvMode.LIBERO:
+            return _transforms.Group(
+                inputs=[libero_policy.LiberoInputs(action_dim=action_dim, model_type=model_type)],
+                outputs=[libero_policy.LiberoOutputs()],
+            )
+    raise ValueError(f"env: expected one of {[mode.name for mode in EnvMode]}, got {env!r}")
 
 
 def create_policy(args: Args) -> _policy.Policy:
@@ -148,15 +205,16 @@ def create_policy(args: Args) -> _policy.Policy:
                 _config.get_config(config_name), checkpoint_dir, default_prompt=args.default_prompt
             )
         case Exported(dir=exported_dir, processor=processor):
+            model = _exported.ExportedModel.load(exported_dir)
             return _policy_config.create_exported_policy(
-                exported_dir,
-                data_transforms=ENV_DATA_TRANSFORMS[args.env],
+                model,
+                data_transforms=env_data_transforms(args.env, model.model_type, model.action_dim),
                 processor=processor,
                 default_processor=DEFAULT_EXPORTED[args.env].processor,
                 default_prompt=args.default_prompt,
             )
-        case Default():
-            checkpoint = DEFAULT_CHECKPOINT[args.env]
+        case Default(model_type=model_type):
+            checkpoint = default_checkpoint(args.env, model_type)
             return _policy_config.create_trained_policy(
                 _config.get_config(checkpoint.config), checkpoint.dir, default_prompt=args.default_prompt
             )

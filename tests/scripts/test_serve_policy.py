@@ -8,6 +8,7 @@ import tyro
 
 from openpi import transforms
 from openpi.models import model as _model
+from openpi.models import pi0_fast
 from openpi.policies import aloha_policy
 from openpi.policies import calvin_policy
 from openpi.policies import droid_policy
@@ -19,6 +20,7 @@ from openpi.training import config as _config
 from .conftest import load_script
 
 serve_policy = load_script("serve_policy")
+ModelType = _model.ModelType
 
 
 def _aloha_observation(seed: int) -> dict:
@@ -97,11 +99,25 @@ def test_env_names_are_the_five_of_the_readme():
     assert [env.name for env in serve_policy.EnvMode] == ["ALOHA", "ALOHA_SIM", "DROID", "CALVIN", "LIBERO"]
 
 
-def test_every_env_has_a_default_checkpoint_whose_config_exists():
-    assert set(serve_policy.DEFAULT_CHECKPOINT) == set(serve_policy.EnvMode)
-    for checkpoint in serve_policy.DEFAULT_CHECKPOINT.values():
-        _config.get_config(checkpoint.config)
-        assert checkpoint.dir.startswith("s3://openpi-assets/checkpoints/")
+def test_every_env_has_a_default_pi0_checkpoint_and_every_default_config_exists():
+    assert set(serve_policy.DEFAULT_CHECKPOINTS[ModelType.PI0]) == set(serve_policy.EnvMode)
+    for model_type, checkpoints in serve_policy.DEFAULT_CHECKPOINTS.items():
+        for checkpoint in checkpoints.values():
+            assert _config.get_config(checkpoint.config).model.model_type == model_type
+            assert checkpoint.dir.startswith("s3://openpi-assets/checkpoints/")
+
+
+def test_pi05_and_fast_defaults_are_the_original_checkpoints():
+    pi05, fast = serve_policy.DEFAULT_CHECKPOINTS[ModelType.PI05], serve_policy.DEFAULT_CHECKPOINTS[ModelType.PI0_FAST]
+    EnvMode = serve_policy.EnvMode
+    assert pi05 == {
+        EnvMode.ALOHA: serve_policy.Checkpoint("pi05_aloha", "s3://openpi-assets/checkpoints/pi05_base"),
+        EnvMode.DROID: serve_policy.Checkpoint("pi05_droid", "s3://openpi-assets/checkpoints/pi05_droid"),
+        EnvMode.LIBERO: serve_policy.Checkpoint("pi05_libero", "s3://openpi-assets/checkpoints/pi05_libero"),
+    }
+    assert fast[EnvMode.DROID] == serve_policy.Checkpoint(
+        "pi0_fast_droid", "s3://openpi-assets/checkpoints/pi0_fast_droid"
+    )
 
 
 def test_every_env_has_a_default_exported_model_of_the_readme_table_and_a_processor():
@@ -117,11 +133,45 @@ def test_every_env_has_a_default_exported_model_of_the_readme_table_and_a_proces
     assert serve_policy.DEFAULT_EXPORTED[serve_policy.EnvMode.ALOHA].processor == "trossen_biarm_single_base_cam_24dim"
 
 
-def test_without_a_subcommand_the_env_default_checkpoint_is_loaded(monkeypatch, tmp_path):
+def test_without_a_subcommand_the_env_default_pi0_checkpoint_is_loaded(monkeypatch, tmp_path):
     monkeypatch.setenv("OPENPI_DATA_HOME", str(tmp_path))
     monkeypatch.setenv("OPENPI_OFFLINE", "1")
+    args = tyro.cli(serve_policy.Args, args=["--env", "LIBERO"])
+    assert args.policy == serve_policy.Default(model_type=ModelType.PI0)
     with pytest.raises(download.OfflineCacheMissError, match=r"s3://openpi-assets/checkpoints/pi0_libero"):
-        serve_policy.create_policy(serve_policy.Args(env=serve_policy.EnvMode.LIBERO))
+        serve_policy.create_policy(args)
+
+
+@pytest.mark.parametrize(
+    ("env", "model_type", "url"),
+    [
+        ("DROID", "PI05", "s3://openpi-assets/checkpoints/pi05_droid"),
+        ("ALOHA", "PI05", "s3://openpi-assets/checkpoints/pi05_base"),
+        ("DROID", "PI0_FAST", "s3://openpi-assets/checkpoints/pi0_fast_droid"),
+    ],
+)
+def test_default_subcommand_model_type_selects_the_family_checkpoint(monkeypatch, tmp_path, env, model_type, url):
+    monkeypatch.setenv("OPENPI_DATA_HOME", str(tmp_path))
+    monkeypatch.setenv("OPENPI_OFFLINE", "1")
+    args = tyro.cli(serve_policy.Args, args=["--env", env, "policy:default", "--policy.model-type", model_type])
+    assert args.policy == serve_policy.Default(model_type=ModelType[model_type])
+    with pytest.raises(download.OfflineCacheMissError, match=url):
+        serve_policy.create_policy(args)
+
+
+def test_family_without_a_checkpoint_for_the_env_is_an_error_listing_its_envs():
+    args = serve_policy.Args(env=serve_policy.EnvMode.CALVIN, policy=serve_policy.Default(model_type=ModelType.PI05))
+    with pytest.raises(ValueError, match=r"PI05: no default checkpoint for --env CALVIN; .* ALOHA, DROID, LIBERO"):
+        serve_policy.create_policy(args)
+
+
+def test_help_documents_the_model_family_switch(capsys):
+    with pytest.raises(SystemExit):
+        tyro.cli(serve_policy.Args, args=["policy:default", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--policy.model-type" in help_text
+    assert "PI05" in help_text
+    assert "PI0_FAST" in help_text
 
 
 @pytest.mark.parametrize(
@@ -134,9 +184,15 @@ def test_without_a_subcommand_the_env_default_checkpoint_is_loaded(monkeypatch, 
         ("LIBERO", libero_policy.make_libero_example, libero_policy.LIBERO_ACTION_DIM),
     ],
 )
-def test_env_data_transforms_take_the_env_observations_and_give_its_actions(env, example, action_dim):
-    group = serve_policy.ENV_DATA_TRANSFORMS[serve_policy.EnvMode[env]]
+@pytest.mark.parametrize("model_type", [ModelType.PI0, ModelType.PI05, ModelType.PI0_FAST])
+def test_env_data_transforms_take_the_env_observations_and_give_its_actions(env, example, action_dim, model_type):
+    group = serve_policy.env_data_transforms(serve_policy.EnvMode[env], model_type, model_action_dim=32)
     inputs = transforms.compose(group.inputs)(example())
-    assert set(inputs["image"]) == set(_model.IMAGE_KEYS)
+    expected_cameras = pi0_fast.FAST_IMAGE_KEYS if model_type == ModelType.PI0_FAST else _model.IMAGE_KEYS
+    if env in ("DROID", "LIBERO"):  # the robots with pi0-FAST camera slots; the others keep pi0's
+        assert set(inputs["image"]) == set(expected_cameras)
+    # pi0-FAST pads the state here (it has no padding model transform); pi0 and pi0.5 after normalization.
+    padded = inputs["state"].shape[-1] == 32
+    assert padded == (model_type == ModelType.PI0_FAST)
     model_outputs = {"state": inputs["state"], "actions": np.zeros((10, 32), np.float32)}
     assert transforms.compose(group.outputs)(model_outputs)["actions"].shape == (10, action_dim)

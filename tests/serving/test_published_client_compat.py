@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import pathlib
 import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 
+from . import published_client
 from . import toy_policies
 
 # Runs inside the throwaway venv: only the published package is importable there.
@@ -43,18 +43,7 @@ _CLIENT_SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="session")
 def published_client_python(tmp_path_factory) -> pathlib.Path:
-    """A venv holding openpi-client 0.1.2 (+ typing_extensions, which it imports without declaring)."""
-    venv = tmp_path_factory.mktemp("openpi_client_0_1_2")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    install = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "openpi-client==0.1.2", "typing_extensions"],
-        capture_output=True,
-        text=True,
-    )
-    if install.returncode != 0:
-        pytest.skip(f"cannot install openpi-client 0.1.2 from the package index: {install.stderr[-2000:]}")
-    return python
+    return published_client.python(tmp_path_factory)
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import functools
+import inspect
 import logging
 import os
 import pathlib
@@ -26,11 +27,15 @@ logger = logging.getLogger(__name__)
 class Policy(_base_policy.BasePolicy):
     """Runs `model.sample_actions` on observations of one robot.
 
-    `infer(obs)` applies the input `transforms` to one (unbatched) observation, adds a batch axis, samples an action
-    chunk, removes the batch axis and applies the `output_transforms` to `{"state", "actions"}`. `infer_batch` does
-    the same for many observations with one model call per group of equally shaped inputs (batches are padded to a
-    power of two so that only a few sizes are ever compiled). Outputs carry `policy_timing.infer_ms`: the model
-    call's time, measured once its result is ready on the device.
+    `infer(obs)` applies the input `transforms` to one (unbatched) observation, adds a batch axis, samples, removes
+    the batch axis and applies the `output_transforms` to `{"state", "actions"}`. What the model samples is an action
+    chunk `[horizon, dim]` (pi0, pi0.5) or generated token ids `[steps]` (pi0-FAST), which the output transforms turn
+    into actions. `infer_batch` does the same for many observations with one model call per group of equally shaped
+    inputs (batches are padded to a power of two so that only a few sizes are ever compiled). Outputs carry
+    `policy_timing.infer_ms`: the model call's time, measured once its result is ready on the device.
+
+    `sample_kwargs` go to every `sample_actions` call (pi0 / pi0.5: `num_steps`; pi0-FAST: `max_decoding_steps`,
+    `temperature`); names the model's sampler does not take are refused here, not at the first request.
     """
 
     def __init__(
@@ -43,10 +48,12 @@ class Policy(_base_policy.BasePolicy):
         sample_kwargs: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
+        sample_kwargs = dict(sample_kwargs or {})
+        _check_sample_kwargs(model, sample_kwargs)
         graphdef, state = nnx.split(model)
 
         def sample(state: nnx.State, rng: jax.Array, observation: _model.Observation) -> jax.Array:
-            return nnx.merge(graphdef, state).sample_actions(rng, observation, **(sample_kwargs or {}))
+            return nnx.merge(graphdef, state).sample_actions(rng, observation, **sample_kwargs)
 
         self._sample_actions = functools.partial(jax.jit(sample), state)
         self._input_transform = _transforms.compose(transforms)
@@ -78,7 +85,8 @@ class Policy(_base_policy.BasePolicy):
         return results
 
     def _sample(self, inputs: list[dict]) -> tuple[list[dict], float]:
-        """One model call for equally shaped inputs; returns per-input `{"state", "actions"}` and the call's ms."""
+        """One model call for equally shaped inputs; returns per-input `{"state", "actions"}` (the model's output
+        row: an action chunk or token ids) and the call's ms."""
         padded_size = 1 << (len(inputs) - 1).bit_length()
         rows = inputs + [inputs[-1]] * (padded_size - len(inputs))
         batch = jax.tree.map(lambda *leaves: jnp.asarray(np.stack(leaves)), *rows)
@@ -89,6 +97,21 @@ class Policy(_base_policy.BasePolicy):
         infer_ms = (time.monotonic() - start) * 1000
         states = np.asarray(batch["state"])
         return [{"state": states[i], "actions": actions[i]} for i in range(len(inputs))], infer_ms
+
+
+def _check_sample_kwargs(model: _model.BaseModel, sample_kwargs: dict[str, Any]) -> None:
+    """Raises ValueError naming the options the model's `sample_actions` does not take (e.g. pi0's `num_steps` for a
+    pi0-FAST model)."""
+    parameters = inspect.signature(model.sample_actions).parameters.values()
+    if any(parameter.kind == parameter.VAR_KEYWORD for parameter in parameters):
+        return
+    accepted = [parameter.name for parameter in parameters if parameter.kind == parameter.KEYWORD_ONLY]
+    unknown = sorted(set(sample_kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"sample_kwargs: {unknown} are not options of {type(model).__name__}.sample_actions; expected some of "
+            f"{accepted}"
+        )
 
 
 def _signature(tree: dict) -> tuple:

@@ -11,6 +11,7 @@ from typing import Any
 
 from openpi import transforms as _transforms
 from openpi.models import model as _model
+from openpi.models import tokenizer as _tokenizer
 from openpi.policies import exported as _exported
 from openpi.policies import policy as _policy
 from openpi.shared import download
@@ -137,30 +138,83 @@ def export_trained_policy(
     *,
     processor: str | None = None,
     num_steps: int = 10,
+    max_decoding_steps: int = 256,
     overwrite: bool = False,
 ) -> pathlib.Path:
     """Exports a training checkpoint (see `exported.export_model`) with its norm stats as processor `processor`
-    (default: the data config's asset id) and the prompt tokenizer of the train config's model transforms."""
+    (default: the data config's asset id) and the tokenizers of the train config's model transforms (pi0-FAST: the
+    sentencepiece model and the FAST action vocabulary). `num_steps` applies to pi0 / pi0.5, `max_decoding_steps` to
+    pi0-FAST."""
     checkpoint_dir = download.maybe_download(str(checkpoint_dir))
     params = _restore_serving_params(train_config, checkpoint_dir)
     data_config = train_config.data.create(train_config.assets_dirs, train_config.model)
     if data_config.asset_id is None:
         raise ValueError(f"config {train_config.name!r}: names no asset id, so its checkpoints carry no norm stats")
     norm_stats = _checkpoints.load_norm_stats(checkpoint_dir / "assets", data_config.asset_id)
-    tokenizers = [t.tokenizer for t in data_config.model_transforms.inputs if isinstance(t, _transforms.TokenizePrompt)]
+    tokenizer = _prompt_tokenizer(data_config.model_transforms)
     return _exported.export_model(
         train_config.model,
         params,
         out_dir,
         processors={processor or data_config.asset_id: norm_stats},
         num_steps=num_steps,
-        tokenizer_model=tokenizers[0].model_proto() if tokenizers else None,
+        max_decoding_steps=max_decoding_steps,
+        tokenizer_model=None if tokenizer is None else tokenizer.model_proto(),
+        fast_action_tokenizer=tokenizer.action_tokenizer if isinstance(tokenizer, _tokenizer.FASTTokenizer) else None,
+        use_quantile_norm=data_config.use_quantile_norm,
         overwrite=overwrite,
     )
 
 
+def _prompt_tokenizer(
+    model_transforms: _transforms.Group,
+) -> _tokenizer.PaligemmaTokenizer | _tokenizer.FASTTokenizer | None:
+    """The tokenizer of the model transforms' tokenizing step (`TokenizePrompt` or `TokenizeFASTInputs`), if any."""
+    for transform in model_transforms.inputs:
+        if isinstance(transform, _transforms.TokenizePrompt | _transforms.TokenizeFASTInputs):
+            return transform.tokenizer
+    return None
+
+
+def make_exported_policy_config(
+    exported: str | os.PathLike | _exported.ExportedModel,
+    *,
+    data_transforms: _transforms.Group,
+    processor: str | None = None,
+    default_processor: str | None = None,
+    repack_transforms: _transforms.Group | None = None,
+    default_prompt: str | None = None,
+    sample_kwargs: dict[str, Any] | None = None,
+) -> PolicyConfig:
+    """An exported model (a directory: local, s3://, gs://; or a loaded model) and the transforms around it, for a
+    robot whose transforms are `data_transforms` (which must fill the model type's camera slots).
+
+    Norm stats come from the processor chosen by `ExportedModel.select_processor(processor, default_processor)`,
+    normalizing as the model was trained (z-score or quantiles); the model transforms (resize, tokenize, pad;
+    pi0-FAST: read actions from the tokens) from the model's metadata and shipped tokenizers.
+    """
+    model = exported if isinstance(exported, _exported.ExportedModel) else _exported.ExportedModel.load(exported)
+    chosen = model.select_processor(processor, default_processor)
+    logger.info("Using processor %r of %s", chosen, model.source)
+    return PolicyConfig(
+        model=model,
+        norm_stats=model.norm_stats(chosen),
+        data_transforms=data_transforms,
+        model_transforms=model.model_transforms(),
+        repack_transforms=repack_transforms or _transforms.Group(),
+        default_prompt=default_prompt,
+        use_quantile_norm=model.use_quantile_norm,
+        sample_kwargs=sample_kwargs,
+        metadata={
+            "model_type": model.metadata["model_type"],
+            "action_horizon": model.action_horizon,
+            "processor": chosen,
+        },
+    )
+
+
 def create_exported_policy(
-    exported_dir: str | os.PathLike,
+    exported: str | os.PathLike | _exported.ExportedModel,
     *,
     data_transforms: _transforms.Group,
     processor: str | None = None,
@@ -169,27 +223,15 @@ def create_exported_policy(
     default_prompt: str | None = None,
     sample_kwargs: dict[str, Any] | None = None,
 ) -> _policy.Policy:
-    """The policy of an exported model (local, s3://, gs://) for a robot whose transforms are `data_transforms`.
-
-    Norm stats come from the processor chosen by `ExportedModel.select_processor(processor, default_processor)`;
-    the model transforms (resize, tokenize, pad) from the model's metadata and tokenizer.
-    """
-    model = _exported.ExportedModel.load(exported_dir)
-    chosen = model.select_processor(processor, default_processor)
-    logger.info("Using processor %r of %s", chosen, exported_dir)
+    """The policy of an exported model (see `make_exported_policy_config`)."""
     return create_policy(
-        PolicyConfig(
-            model=model,
-            norm_stats=model.norm_stats(chosen),
+        make_exported_policy_config(
+            exported,
             data_transforms=data_transforms,
-            model_transforms=model.model_transforms(),
-            repack_transforms=repack_transforms or _transforms.Group(),
+            processor=processor,
+            default_processor=default_processor,
+            repack_transforms=repack_transforms,
             default_prompt=default_prompt,
             sample_kwargs=sample_kwargs,
-            metadata={
-                "model_type": model.metadata["model_type"],
-                "action_horizon": model.action_horizon,
-                "processor": chosen,
-            },
         )
     )
