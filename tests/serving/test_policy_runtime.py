@@ -108,6 +108,48 @@ def test_infer_batch_raises_on_an_observation_the_transforms_reject(policy):
         policy.infer_batch([_obs(1.0), broken])
 
 
+def test_sample_kwargs_the_model_does_not_take_are_refused_when_the_policy_is_made():
+    with pytest.raises(
+        ValueError,
+        match=r"sample_kwargs: \['num_steps'\] are not options of LinearModel.sample_actions; "
+        r"expected some of \['offset'\]",
+    ):
+        _policy.Policy(LinearModel(), sample_kwargs={"num_steps": 10, "offset": 1.0})
+
+
+class TokenModel(_model.BaseModel):
+    """Samples like pi0-FAST: token ids `[b, steps]` as floats (here the state's second entry, repeated)."""
+
+    def __init__(self) -> None:
+        super().__init__(action_dim=ACTION_DIM, action_horizon=HORIZON, max_token_len=4)
+
+    def compute_loss(self, rng, observation, actions, *, train=False):
+        raise NotImplementedError
+
+    def sample_actions(self, rng, observation, *, max_decoding_steps: int = 5):
+        return jnp.repeat(observation.state[:, 1:2], max_decoding_steps, axis=1)
+
+
+def _decode_tokens(data: dict) -> dict:
+    """Stands in for ExtractFASTActions: one observation's tokens `[steps]` → an action chunk."""
+    tokens = np.asarray(data["actions"])
+    assert tokens.shape == (7,)
+    return {**data, "actions": np.full((HORIZON, ACTION_DIM), tokens[0])}
+
+
+def test_token_outputs_are_split_per_observation_before_the_output_transforms():
+    policy = _policy.Policy(
+        TokenModel(),
+        transforms=[_drop_prompt],
+        output_transforms=[_decode_tokens],
+        sample_kwargs={"max_decoding_steps": 7},
+    )
+    observations = [_obs(value) for value in (1.0, 2.0, 3.0)]
+    results = policy.infer_batch(observations)
+    for obs, result in zip(observations, results, strict=True):
+        np.testing.assert_array_equal(result["actions"], np.full((HORIZON, ACTION_DIM), obs["state"][1]))
+
+
 def test_recorder_writes_each_step_inputs_and_outputs_atomically(policy, tmp_path):
     recorder = _policy.PolicyRecorder(policy, tmp_path / "records")
     first = recorder.infer(_obs(1.0))
