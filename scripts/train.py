@@ -8,6 +8,7 @@ spanning several processes or nodes is joined from `JAX_COORDINATOR_ADDRESS` / `
 
 import dataclasses
 import functools
+import itertools
 import json
 import logging
 import netrc
@@ -28,6 +29,7 @@ import PIL.ImageDraw
 import tqdm
 
 from openpi.models import model as _model
+from openpi.shared import accelerator
 from openpi.shared import compilation_cache
 from openpi.shared import fileio as _fileio
 from openpi.training import checkpoints as _checkpoints
@@ -241,6 +243,7 @@ def main(config: _config.TrainConfig) -> _utils.TrainState:
     """Runs training and returns the final train state."""
     init_logging()
     sharding.initialize_distributed()
+    accelerator.ensure_gpu_used(allow_cpu=config.allow_cpu)
     compilation_cache.enable()
     logger.info(
         "Process %d/%d, %d local / %d global devices (%s); XLA_PYTHON_CLIENT_MEM_FRACTION=%s",
@@ -259,13 +262,14 @@ def main(config: _config.TrainConfig) -> _utils.TrainState:
     mesh = sharding.make_mesh(config.fsdp_devices)
     data_sharding = sharding.data_sharding(mesh)
     checkpoint_dir = config.checkpoint_dir
-    manager, resuming = _checkpoints.initialize_checkpoint_dir(
-        checkpoint_dir, keep_period=config.keep_period, overwrite=config.overwrite, resume=config.resume
-    )
+    resuming = _checkpoints.check_checkpoint_dir(checkpoint_dir, overwrite=config.overwrite, resume=config.resume)
     data_config = _resolve_norm_stats(config)
 
     init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
-    state, state_sharding = init_train_state(config, init_rng, mesh, resume_from=manager if resuming else None)
+    manager = None
+    if resuming:
+        manager = _checkpoints.initialize_checkpoint_dir(checkpoint_dir, keep_period=config.keep_period)
+    state, state_sharding = init_train_state(config, init_rng, mesh, resume_from=manager)
     start_step = int(jax.device_get(state.step))
     if resuming:
         logger.info("Resumed from step %d of %s", start_step, checkpoint_dir)
@@ -273,6 +277,13 @@ def main(config: _config.TrainConfig) -> _utils.TrainState:
     loader = _data_loader.create_data_loader(
         config, sharding=data_sharding, data_config=data_config, start_step=start_step
     )
+    batches = iter(loader)
+    first_batch = next(batches)
+    if manager is None:
+        # Weights, tokenizer and data are all in hand: only now may --overwrite replace an earlier run.
+        manager = _checkpoints.initialize_checkpoint_dir(
+            checkpoint_dir, keep_period=config.keep_period, overwrite=config.overwrite
+        )
     norm_stats = (
         {data_config.asset_id: data_config.norm_stats} if data_config.norm_stats and data_config.asset_id else {}
     )
@@ -286,7 +297,7 @@ def main(config: _config.TrainConfig) -> _utils.TrainState:
         out_shardings=(state_sharding, sharding.replicated(mesh)),
         donate_argnums=(1,),
     )
-    batches = iter(loader)
+    batches = itertools.chain([first_batch], batches)
     progress = tqdm.tqdm(
         range(start_step, config.num_train_steps),
         initial=start_step,

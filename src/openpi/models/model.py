@@ -191,6 +191,10 @@ class BaseModel(nnx.Module, abc.ABC):
     def sample_actions(self, rng: at.KeyArrayLike, observation: Observation, **kwargs) -> Actions: ...
 
 
+# The original's name for the model base class, as code written from its README (`model: _model.Model`) spells it.
+Model: TypeAlias = BaseModel
+
+
 def _flatten(tree: dict, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
     flat = {}
     for key, value in tree.items():

@@ -1,6 +1,10 @@
 """PaliGemma sentencepiece tokenizers that turn a prompt (and, for pi0.5 / pi0-FAST, the state and actions) into the
 model's fixed-length token input."""
 
+from collections.abc import Iterator
+import contextlib
+import contextvars
+import functools
 import logging
 import os
 import pathlib
@@ -17,6 +21,19 @@ STATE_BINS = 256
 FAST_SKIP_TOKENS = 128
 
 logger = logging.getLogger(__name__)
+
+_DEFER_LOADING = contextvars.ContextVar("openpi_tokenizer_defer_loading", default=False)
+
+
+@contextlib.contextmanager
+def deferred_loading() -> Iterator[None]:
+    """Tokenizers built inside this block read (and download) their models on first use instead of when built, so
+    that code which builds a data pipeline without tokenizing (norm stats need no prompts) needs no tokenizer."""
+    token = _DEFER_LOADING.set(True)
+    try:
+        yield
+    finally:
+        _DEFER_LOADING.reset(token)
 
 
 def discretize_state(state: np.ndarray) -> np.ndarray:
@@ -38,12 +55,19 @@ class PaligemmaTokenizer:
 
     The prompt is stripped and `_` / newlines become spaces first; the trailing newline token marks the
     start of the answer, as in PaliGemma. The sentencepiece model is downloaded from
-    `gs://big_vision/paligemma_tokenizer.model` into the cache (`OPENPI_DATA_HOME`), or read from `path`.
+    `gs://big_vision/paligemma_tokenizer.model` into the cache (`OPENPI_DATA_HOME`), or read from `path`, when the
+    tokenizer is built (inside `deferred_loading()`: when first used).
     """
 
     def __init__(self, max_len: int = 48, *, path: str | pathlib.Path | None = None):
         self._max_len = _checked_max_len(max_len)
-        self._processor = _load_sentencepiece(path)
+        self._path = path
+        if not _DEFER_LOADING.get():
+            _ = self._processor
+
+    @functools.cached_property
+    def _processor(self) -> sentencepiece.SentencePieceProcessor:
+        return _load_sentencepiece(self._path)
 
     @property
     def max_len(self) -> int:
@@ -74,8 +98,9 @@ class FASTTokenizer:
     tokens the model generates.
 
     Each FAST token t is written as the PaliGemma id `vocab_size - 1 - FAST_SKIP_TOKENS - t`. The FAST vocabulary is
-    read by `FASTActionTokenizer.load` from `fast_tokenizer_path` (a local directory or a Hugging Face repo id); the
-    sentencepiece model as in `PaligemmaTokenizer`.
+    read by `FASTActionTokenizer.load` from `fast_tokenizer_path` (a local directory or a Hugging Face repo id), the
+    sentencepiece model as in `PaligemmaTokenizer`; both when the tokenizer is built (inside `deferred_loading()`:
+    when first used).
     """
 
     def __init__(
@@ -86,15 +111,29 @@ class FASTTokenizer:
         path: str | pathlib.Path | None = None,
     ):
         self._max_len = _checked_max_len(max_len)
-        self._processor = _load_sentencepiece(path)
-        self._action_tokenizer = _fast_tokenizer.FASTActionTokenizer.load(fast_tokenizer_path)
-        num_text_ids = self._processor.vocab_size() - FAST_SKIP_TOKENS - self._action_tokenizer.vocab_size
-        if num_text_ids < 0:
+        self._path = path
+        self._fast_tokenizer_path = fast_tokenizer_path
+        if not _DEFER_LOADING.get():
+            _ = self._models
+
+    @functools.cached_property
+    def _models(self) -> tuple[sentencepiece.SentencePieceProcessor, _fast_tokenizer.FASTActionTokenizer]:
+        processor = _load_sentencepiece(self._path)
+        action_tokenizer = _fast_tokenizer.FASTActionTokenizer.load(self._fast_tokenizer_path)
+        if processor.vocab_size() - FAST_SKIP_TOKENS - action_tokenizer.vocab_size < 0:
             raise ValueError(
                 f"path: expected a sentencepiece model with at least {FAST_SKIP_TOKENS} + "
-                f"{self._action_tokenizer.vocab_size} pieces (skipped ids + FAST vocabulary), got "
-                f"{self._processor.vocab_size()}"
+                f"{action_tokenizer.vocab_size} pieces (skipped ids + FAST vocabulary), got {processor.vocab_size()}"
             )
+        return processor, action_tokenizer
+
+    @property
+    def _processor(self) -> sentencepiece.SentencePieceProcessor:
+        return self._models[0]
+
+    @property
+    def _action_tokenizer(self) -> _fast_tokenizer.FASTActionTokenizer:
+        return self._models[1]
 
     @property
     def max_len(self) -> int:

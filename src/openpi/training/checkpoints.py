@@ -13,8 +13,10 @@ the raw params.
 from collections.abc import Mapping
 import dataclasses
 import logging
+import os
 import pathlib
 import shutil
+import uuid
 
 from etils import epath
 import flax.nnx as nnx
@@ -50,36 +52,52 @@ class AssetsSave(ocp.args.CheckpointArgs):
     norm_stats: Mapping[str, Mapping[str, _normalize.NormStats]]
 
 
-def initialize_checkpoint_dir(
-    checkpoint_dir: str | pathlib.Path, *, keep_period: int | None, overwrite: bool, resume: bool
-) -> tuple[ocp.CheckpointManager, bool]:
-    """Prepares the run's directory and returns `(manager, resuming)`.
+def check_checkpoint_dir(checkpoint_dir: str | pathlib.Path, *, overwrite: bool, resume: bool) -> bool:
+    """Whether the run continues from the last complete checkpoint in its directory; reads, never writes.
 
-    An existing directory is deleted with `overwrite`, continued with `resume` (if it holds a complete step),
-    and otherwise refused.
+    An existing directory is to be replaced with `overwrite` (by `initialize_checkpoint_dir`, once the new run can
+    start), continued with `resume` (if it holds a complete step), and otherwise refused.
     """
     checkpoint_dir = pathlib.Path(checkpoint_dir).resolve()
-    resuming = False
-    if checkpoint_dir.exists():
-        if overwrite:
-            if jax.process_index() == 0:
-                shutil.rmtree(checkpoint_dir)
-                logger.info("Deleted %s (--overwrite)", checkpoint_dir)
-        elif resume:
-            resuming = True
-        else:
-            raise FileExistsError(
-                f"checkpoint directory {checkpoint_dir} already exists: pass --overwrite to delete it and start "
-                "afresh, or --resume to continue the run"
-            )
-    elif resume:
-        logger.warning("--resume: %s does not exist yet; starting a new run", checkpoint_dir)
+    if not checkpoint_dir.exists():
+        if resume:
+            logger.warning("--resume: %s does not exist yet; starting a new run", checkpoint_dir)
+        return False
+    if overwrite:
+        return False
+    if not resume:
+        raise FileExistsError(
+            f"checkpoint directory {checkpoint_dir} already exists: pass --overwrite to delete it and start "
+            "afresh, or --resume to continue the run"
+        )
+    if not all_steps(checkpoint_dir):
+        logger.warning("--resume: %s holds no complete checkpoint; starting a new run", checkpoint_dir)
+        return False
+    return True
+
+
+def initialize_checkpoint_dir(
+    checkpoint_dir: str | pathlib.Path, *, keep_period: int | None, overwrite: bool = False
+) -> ocp.CheckpointManager:
+    """The checkpoint manager of the run's directory, which is created if missing.
+
+    With `overwrite` an existing directory is replaced by an empty one: it is moved aside in one rename and deleted
+    only after the new one is in place, so that a crash leaves the old run whole or the new one started, never the
+    old one half-deleted. Call this once every input of the new run (weights, data, tokenizer) has been resolved.
+    """
+    checkpoint_dir = pathlib.Path(checkpoint_dir).resolve()
     _sync_processes("checkpoint-dir")
     if jax.process_index() == 0:
+        if overwrite and checkpoint_dir.exists():
+            replaced = checkpoint_dir.with_name(f".{checkpoint_dir.name}.overwritten-{uuid.uuid4().hex[:8]}")
+            os.replace(checkpoint_dir, replaced)
+            checkpoint_dir.mkdir()
+            shutil.rmtree(replaced)
+            logger.info("Deleted the previous run in %s (--overwrite)", checkpoint_dir)
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
     _sync_processes("checkpoint-dir-created")
 
-    manager = ocp.CheckpointManager(
+    return ocp.CheckpointManager(
         epath.Path(checkpoint_dir),
         item_handlers={
             PARAMS_ITEM: ocp.PyTreeCheckpointHandler(),
@@ -94,10 +112,6 @@ def initialize_checkpoint_dir(
             enable_async_checkpointing=False,
         ),
     )
-    if resuming and manager.latest_step() is None:
-        logger.warning("--resume: %s holds no complete checkpoint; starting a new run", checkpoint_dir)
-        resuming = False
-    return manager, resuming
 
 
 def _sync_processes(name: str) -> None:

@@ -66,7 +66,8 @@ class DataConfig:
 
     # LeRobot repo id; None (or "fake") trains on random data shaped like the model inputs.
     repo_id: str | None = None
-    # Directory name of the norm stats inside the assets dir (and inside checkpoints' `assets/`).
+    # Directory name of the norm stats inside the assets dir (and inside checkpoints' `assets/`); defaults to the
+    # repo id.
     asset_id: str | None = None
     # Normalization stats; None disables normalization.
     norm_stats: dict[str, _transforms.NormStats] | None = None
@@ -88,6 +89,11 @@ class DataConfig:
     local_files_only: bool = False
     # Called before the dataset is opened; writes it if absent (generated datasets of the debug configs).
     generate_dataset: Callable[[], Any] | None = None
+
+    def __post_init__(self) -> None:
+        # The README's guide builds its DataConfig with a repo id alone: its norm stats live under the repo id.
+        if self.asset_id is None and self.repo_id not in (None, "fake"):
+            object.__setattr__(self, "asset_id", self.repo_id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -462,6 +468,8 @@ class TrainConfig:
 
     # Log to Weights & Biases (offline when there are no credentials).
     wandb_enabled: bool = True
+    # Train on the CPU although an NVIDIA GPU is visible (JAX installed without CUDA); otherwise that stops the run.
+    allow_cpu: bool = False
 
     # Extra metadata the policy server sends to clients.
     policy_metadata: tyro.conf.Suppress[dict[str, Any] | None] = None
@@ -905,6 +913,8 @@ _CONFIGS = [
         save_interval=1_000,
         keep_period=None,
         wandb_enabled=False,
+        # Sized for a CPU: a GPU machine with CPU-only JAX runs it too (with a warning).
+        allow_cpu=True,
     ),
     # Full-size pi0 fine-tuned from pi0_base (downloads the weights and the PaliGemma tokenizer): a GPU.
     TrainConfig(

@@ -18,6 +18,7 @@ import numpy as np
 
 from openpi import transforms as _transforms
 from openpi.models import model as _model
+from openpi.models import tokenizer as _tokenizer
 from openpi.shared import normalize as _normalize
 from openpi.training import config as _config
 from openpi.training import lerobot_dataset
@@ -295,8 +296,11 @@ def norm_stats_batches(
 def compute_norm_stats(
     config: _config.TrainConfig, *, max_frames: int | None = None, batch_size: int = 1024, progress: bool = True
 ) -> pathlib.Path:
-    """Computes the norm stats of the config's dataset into `<assets_dirs>/<asset_id>/norm_stats.json`."""
-    data_config = config.data.create(config.assets_dirs, config.model)
+    """Computes the norm stats of the config's dataset into `<assets_dirs>/<asset_id>/norm_stats.json`.
+
+    No prompt is tokenized, so the tokenizers of the model transforms are never loaded (nor downloaded)."""
+    with _tokenizer.deferred_loading():
+        data_config = config.data.create(config.assets_dirs, config.model)
     if data_config.asset_id is None:
         raise ValueError(f"{config.name}: the data config has no asset_id (nor repo_id) to save norm stats under")
     batches, num_batches = norm_stats_batches(data_config, config.model, batch_size=batch_size, max_frames=max_frames)
