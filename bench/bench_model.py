@@ -1,17 +1,25 @@
-"""pi0 model benchmark: compile time and warm latency of ``sample_actions`` and of a ``compute_loss`` gradient step.
+"""Model benchmark of pi0, pi0.5 and pi0-FAST: compile time and warm latency of ``sample_actions`` and of a
+``compute_loss`` gradient step.
 
-    uv run bench/bench_model.py                                   # the full table (takes a while on CPU)
-    uv run bench/bench_model.py --configs dummy --dtypes float32 --sample-batch-sizes 1 --grad-batch-sizes
+    uv run bench/bench_model.py                                   # the dummy table of all three (a while on CPU)
+    uv run bench/bench_model.py --configs dummy pi05_dummy pi0_fast_dummy --dtypes float32 --sample-batch-sizes 1 \\
+        --grad-batch-sizes
 
-    # on a GPU: full pi0 with bf16 weights, as serve_policy.py loads them
-    python bench/bench_model.py --configs pi0 --dtypes bfloat16 --sample-param-dtype bfloat16 --grad-batch-sizes
+    # on a GPU: the full models with bf16 weights, as serve_policy.py loads them
+    python bench/bench_model.py --configs pi0 pi05 pi0_fast --dtypes bfloat16 --sample-param-dtype bfloat16 \\
+        --grad-batch-sizes
 
-Configs: ``dummy`` (full So400m/14 SigLIP, tiny Gemma experts), ``gemma_300m`` (both experts gemma_300m-sized) and
-``pi0`` (the full model: gemma_2b + gemma_300m expert, 3.3 B params). Prints one row per measurement plus peak RSS
-(and the accelerator's peak memory when it reports one); appends nothing anywhere: copy figures into bench/RESULTS.md.
+Configs (``CONFIGS``): ``dummy`` (pi0: full So400m/14 SigLIP, tiny Gemma experts), ``gemma_300m`` (both experts
+gemma_300m-sized), ``pi0`` (the full model: gemma_2b + gemma_300m expert, 3.3 B params); ``pi05_dummy`` / ``pi05``
+(pi0.5, same sizes as pi0's); ``pi0_fast_dummy`` / ``pi0_fast`` (pi0-FAST: SigLIP + one Gemma, tiny or gemma_2b).
+pi0 and pi0.5 sample 10 flow steps; pi0-FAST decodes ``--fast-decoding-steps`` tokens (an untrained model never writes
+EOS, so every step runs: the figures are the cost of that many tokens), and with two or more step counts the script
+also prints the cost per generated token. Prints one row per measurement plus peak RSS (and the accelerator's peak
+memory when it reports one); appends nothing anywhere: copy figures into bench/RESULTS.md.
 """
 
 import dataclasses
+import functools
 import os
 import platform
 import resource
@@ -24,19 +32,27 @@ import jax.numpy as jnp
 import psutil
 import tyro
 
+from openpi.models import model as _model
 from openpi.models import pi0
+from openpi.models import pi0_fast
 from openpi.shared import compilation_cache
 
-CONFIGS = {
-    "dummy": {"paligemma_variant": "dummy", "action_expert_variant": "dummy"},
-    "gemma_300m": {"paligemma_variant": "gemma_300m", "action_expert_variant": "gemma_300m"},
-    "pi0": {"paligemma_variant": "gemma_2b", "action_expert_variant": "gemma_300m"},
+_DUMMY_EXPERTS = {"paligemma_variant": "dummy", "action_expert_variant": "dummy"}
+# Name → (model config class, its fields besides dtype and remat).
+CONFIGS: dict[str, tuple[type[_model.BaseModelConfig], dict]] = {
+    "dummy": (pi0.Pi0Config, _DUMMY_EXPERTS),
+    "gemma_300m": (pi0.Pi0Config, {"paligemma_variant": "gemma_300m", "action_expert_variant": "gemma_300m"}),
+    "pi0": (pi0.Pi0Config, {}),
+    "pi05_dummy": (pi0.Pi0Config, {"pi05": True, **_DUMMY_EXPERTS}),
+    "pi05": (pi0.Pi0Config, {"pi05": True}),
+    "pi0_fast_dummy": (pi0_fast.Pi0FASTConfig, {"paligemma_variant": "dummy"}),
+    "pi0_fast": (pi0_fast.Pi0FASTConfig, {}),
 }
 
 
 @dataclasses.dataclass
 class Args:
-    configs: tuple[str, ...] = ("dummy", "gemma_300m")
+    configs: tuple[str, ...] = ("dummy", "pi05_dummy", "pi0_fast_dummy")
     dtypes: tuple[str, ...] = ("bfloat16", "float32")
     sample_batch_sizes: tuple[int, ...] = (1, 8)
     grad_batch_sizes: tuple[int, ...] = (2, 8)
@@ -51,6 +67,8 @@ class Args:
     original); default: keep the float32 weights a freshly created model holds."""
     profile_dir: str | None = None
     """Write a profiler trace (perfetto ``*.trace.json.gz``) of one warm call per measurement here."""
+    fast_decoding_steps: tuple[int, ...] = (1, 256)
+    """Tokens pi0-FAST decodes per ``sample_actions`` call, one measurement each (the released configs allow 256)."""
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
@@ -82,7 +100,8 @@ def _measure(fn, args: tuple, repeats: int, profile_dir: str | None = None) -> t
 
 
 def bench_config(name: str, dtype: str, args: Args) -> list[tuple[str, int, float, float]]:
-    config = pi0.Pi0Config(dtype=dtype, remat=args.remat, **CONFIGS[name])
+    config_class, fields = CONFIGS[name]
+    config = config_class(dtype=dtype, remat=args.remat, **fields)
     model = config.create(jax.random.key(0))
     graphdef, state = nnx.split(model)
     sample_state = state
@@ -91,9 +110,9 @@ def bench_config(name: str, dtype: str, args: Args) -> list[tuple[str, int, floa
         sample_state = nnx.state(config.load(params))
     rows = []
 
-    @jax.jit
-    def sample(state, observation):
-        return nnx.merge(graphdef, state).sample_actions(jax.random.key(1), observation)
+    @functools.partial(jax.jit, static_argnames="sample_kwargs")
+    def sample(state, observation, sample_kwargs):
+        return nnx.merge(graphdef, state).sample_actions(jax.random.key(1), observation, **dict(sample_kwargs))
 
     @jax.jit
     def grad_step(state, observation, actions):
@@ -103,15 +122,29 @@ def bench_config(name: str, dtype: str, args: Args) -> list[tuple[str, int, floa
 
         return jax.value_and_grad(loss_fn)(state)
 
+    if config.model_type == _model.ModelType.PI0_FAST:
+        samplings = [(f"decode {steps} tok", (("max_decoding_steps", steps),)) for steps in args.fast_decoding_steps]
+    else:
+        samplings = [("sample_actions", ())]
     for batch_size in args.sample_batch_sizes:
-        compile_s, warm_s = _measure(
-            sample,
-            (sample_state, config.fake_obs(batch_size)),
-            args.repeats,
-            _profile_dir(args, name, dtype, "sample", batch_size),
-        )
-        rows.append(("sample_actions", batch_size, compile_s, warm_s))
-        _print_row(name, dtype, *rows[-1])
+        warm_by_steps = {}
+        for what, sample_kwargs in samplings:
+            compile_s, warm_s = _measure(
+                functools.partial(sample, sample_kwargs=sample_kwargs),
+                (sample_state, config.fake_obs(batch_size)),
+                args.repeats,
+                _profile_dir(args, name, dtype, what.replace(" ", "_"), batch_size),
+            )
+            rows.append((what, batch_size, compile_s, warm_s))
+            _print_row(name, dtype, *rows[-1])
+            warm_by_steps[dict(sample_kwargs).get("max_decoding_steps")] = warm_s
+        if len(warm_by_steps) > 1 and None not in warm_by_steps:
+            fewest, most = min(warm_by_steps), max(warm_by_steps)
+            per_token_ms = (warm_by_steps[most] - warm_by_steps[fewest]) / (most - fewest) * 1000
+            print(
+                f"{name:<14} {dtype:<9} per generated token (steps {fewest} → {most}): {per_token_ms:.2f} ms",
+                flush=True,
+            )
     for batch_size in args.grad_batch_sizes:
         inputs = (state, config.fake_obs(batch_size), config.fake_act(batch_size))
         profile_dir = _profile_dir(args, name, dtype, "grad", batch_size)
@@ -139,7 +172,7 @@ def _print_row(name, dtype, what, batch_size, compile_s, warm_s):
     device_peak = _device_peak_gib()
     device = "" if device_peak is None else f"  device peak {device_peak:6.2f} GiB"
     print(
-        f"{name:<11} {dtype:<9} {what:<15} batch {batch_size:<2} compile {compile_s:7.2f} s  "
+        f"{name:<14} {dtype:<9} {what:<15} batch {batch_size:<2} compile {compile_s:7.2f} s  "
         f"warm {warm_s * 1000:9.1f} ms  rss {rss_gib:5.2f} GiB{device}",
         flush=True,
     )

@@ -1,6 +1,6 @@
 """Benchmark of the policy server: per-request overhead, responsiveness during inference, batching throughput.
 
-uv run bench/bench_serving.py [--policy trivial|simulated|pi0-dummy|pi0] [--requests 200] [--clients 8]
+uv run bench/bench_serving.py [--policy trivial|simulated|pi0-dummy|pi0|...] [--requests 200] [--clients 8]
 
 - overhead: median round trip through client + server + websocket on localhost minus a direct `policy.infer`,
   for a state-only and a robot-sized observation (3 cameras 224x224 uint8, state 32) and a 50x32 action chunk,
@@ -11,15 +11,20 @@ uv run bench/bench_serving.py [--policy trivial|simulated|pi0-dummy|pi0] [--requ
   (max batch 1). `trivial` answers at once; `simulated` costs 20 ms + 2 ms per observation per call (like an
   accelerator, where a batch costs little more than one); `pi0-dummy` is a real pi0 with the dummy Gemma variants
   (full SigLIP); `pi0` is the full model (gemma_2b + gemma_300m, 3.3 B params) with bfloat16 weights as
-  serve_policy.py loads them, the one to run on a GPU. Every padded batch size (1, 2, 4, ... up to --clients) is
-  compiled before the throughput is measured, as on a server that has been up for a while.
+  serve_policy.py loads them, the one to run on a GPU; `pi05-dummy` / `pi05` and `pi0_fast-dummy` / `pi0_fast` are
+  the same for pi0.5 and pi0-FAST (which decodes `FAST_DECODING_STEPS` tokens per call: an untrained model never
+  stops early). Model policies get observations shaped for their model (cameras, prompt length). Every padded batch
+  size (1, 2, 4, ... up to --clients) is compiled before the throughput is measured, as on a server that has been
+  up for a while.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Callable
 import concurrent.futures
+import functools
 import statistics
 import threading
 import time
@@ -35,17 +40,33 @@ from openpi_client import msgpack_numpy
 from openpi_client import websocket_client_policy
 
 IMAGE_KEYS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
+# Tokens a pi0-FAST policy generates per call (the released configs allow 256; a trained model stops at its EOS).
+FAST_DECODING_STEPS = 64
+# --policy name → (model family, dummy Gemma variants?).
+MODEL_POLICIES = {
+    "pi0-dummy": ("pi0", True),
+    "pi0": ("pi0", False),
+    "pi05-dummy": ("pi05", True),
+    "pi05": ("pi05", False),
+    "pi0_fast-dummy": ("pi0_fast", True),
+    "pi0_fast": ("pi0_fast", False),
+}
 
 
-def robot_observation(seed: int = 0) -> dict:
+def robot_observation(seed: int = 0, image_keys=IMAGE_KEYS, token_len: int = 48, fast: bool = False) -> dict:
+    """A model-input observation: uint8 224x224 cameras, a 32-d state, an empty prompt of `token_len` tokens
+    (pi0-FAST: with its attention blocks)."""
     rng = np.random.default_rng(seed)
-    return {
-        "image": {key: rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for key in IMAGE_KEYS},
-        "image_mask": dict.fromkeys(IMAGE_KEYS, np.True_),
+    observation = {
+        "image": {key: rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for key in image_keys},
+        "image_mask": dict.fromkeys(image_keys, np.True_),
         "state": rng.normal(size=32).astype(np.float32),
-        "tokenized_prompt": np.zeros(48, np.int32),
-        "tokenized_prompt_mask": np.zeros(48, bool),
+        "tokenized_prompt": np.zeros(token_len, np.int32),
+        "tokenized_prompt_mask": np.zeros(token_len, bool),
     }
+    if fast:
+        observation["token_ar_mask"] = np.zeros(token_len, np.int32)
+    return observation
 
 
 class TrivialPolicy(base_policy.BasePolicy):
@@ -64,27 +85,37 @@ class TrivialPolicy(base_policy.BasePolicy):
         return [{"actions": self._actions, "state": obs["state"]} for obs in observations]
 
 
-def make_policy(name: str) -> base_policy.BasePolicy:
-    """The policy to benchmark; add model-backed policies here."""
+def make_policy(name: str) -> tuple[base_policy.BasePolicy, Callable[[int], dict]]:
+    """The policy to benchmark and a maker of the robot-sized observations it takes (from a seed); add model-backed
+    policies here."""
     if name == "trivial":
-        return TrivialPolicy()
+        return TrivialPolicy(), robot_observation
     if name == "simulated":
-        return TrivialPolicy(call_ms=20.0, row_ms=2.0)
-    if name in ("pi0-dummy", "pi0"):
+        return TrivialPolicy(call_ms=20.0, row_ms=2.0), robot_observation
+    if name in MODEL_POLICIES:
         import flax.nnx as nnx
         import jax
 
         from openpi.models import pi0
+        from openpi.models import pi0_fast
         from openpi.policies import policy as _policy
 
-        if name == "pi0-dummy":
-            config = pi0.Pi0Config(paligemma_variant="dummy", action_expert_variant="dummy")
-            return _policy.Policy(config.create(jax.random.key(0)))
-        config = pi0.Pi0Config()
+        family, dummy = MODEL_POLICIES[name]
+        if family == "pi0_fast":
+            config = pi0_fast.Pi0FASTConfig(**({"paligemma_variant": "dummy"} if dummy else {}))
+            sample_kwargs = {"max_decoding_steps": FAST_DECODING_STEPS}
+        else:
+            variants = {"paligemma_variant": "dummy", "action_expert_variant": "dummy"} if dummy else {}
+            config = pi0.Pi0Config(pi05=family == "pi05", **variants)
+            sample_kwargs = {}
         params = nnx.to_pure_dict(nnx.state(config.create(jax.random.key(0))))
-        params = jax.tree.map(lambda x: x.astype(config.dtype), params)  # served weights are bfloat16
-        return _policy.Policy(config.load(params))
-    raise ValueError(f"--policy: expected trivial, simulated, pi0-dummy or pi0, got {name!r}")
+        if not dummy:
+            params = jax.tree.map(lambda x: x.astype(config.dtype), params)  # served weights are bfloat16
+        observation = functools.partial(
+            robot_observation, image_keys=config.image_keys, token_len=config.max_token_len, fast=family == "pi0_fast"
+        )
+        return _policy.Policy(config.load(params), sample_kwargs=sample_kwargs), observation
+    raise ValueError(f"--policy: expected trivial, simulated or one of {sorted(MODEL_POLICIES)}, got {name!r}")
 
 
 def start_server(policy: base_policy.BasePolicy, **kwargs) -> tuple[websocket_policy_server.WebsocketPolicyServer, int]:
@@ -109,11 +140,11 @@ def _median_round_trip_s(infer, obs: dict, requests: int) -> list[float]:
     return samples
 
 
-def bench_overhead(policy: base_policy.BasePolicy, requests: int) -> None:
+def bench_overhead(policy: base_policy.BasePolicy, observation: Callable[[int], dict], requests: int) -> None:
     server, port = start_server(policy)
     client = websocket_client_policy.WebsocketClientPolicy("127.0.0.1", port)
     small = {"state": np.zeros(32, np.float32), "prompt": "pick up the cube"}
-    for label, obs in (("state only (150 B)", small), ("3 cameras 224x224 + state (450 kB)", robot_observation())):
+    for label, obs in (("state only (150 B)", small), ("3 cameras 224x224 + state (450 kB)", observation(0))):
         direct = _median_round_trip_s(policy.infer, obs, requests)
         served = _median_round_trip_s(client.infer, obs, requests)
         overhead_ms = (statistics.median(served) - statistics.median(direct)) * 1000
@@ -178,8 +209,10 @@ def bench_responsiveness() -> None:
     print(f"inference still running while measured: {still_running}")
 
 
-def bench_throughput(policy: base_policy.BasePolicy, clients: int, requests: int) -> None:
-    observations = [robot_observation(seed) for seed in range(clients)]
+def bench_throughput(
+    policy: base_policy.BasePolicy, observation: Callable[[int], dict], clients: int, requests: int
+) -> None:
+    observations = [observation(seed) for seed in range(clients)]
     batch_size = 1
     while batch_size < 2 * clients:  # compile every padded batch size the server may meet
         policy.infer_batch(observations[:1] * min(batch_size, clients))
@@ -217,7 +250,9 @@ def _run_requests(client: websocket_client_policy.WebsocketClientPolicy, obs: di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--policy", default="trivial", help="trivial, simulated or pi0-dummy (for overhead)")
+    parser.add_argument(
+        "--policy", default="trivial", help="trivial or simulated (the overhead also sends a state-only observation)"
+    )
     parser.add_argument("--throughput-policy", default="simulated", help="policy for the throughput comparison")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
@@ -227,12 +262,12 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"== per-request overhead ({args.policy} policy) ==")
-    bench_overhead(make_policy(args.policy), args.requests)
+    bench_overhead(*make_policy(args.policy), args.requests)
     print("== responsiveness ==")
     bench_responsiveness()
     print(f"== throughput ({args.throughput_policy} policy) ==")
     per_client = args.throughput_requests or max(10, args.requests // 4)
-    bench_throughput(make_policy(args.throughput_policy), args.clients, per_client)
+    bench_throughput(*make_policy(args.throughput_policy), args.clients, per_client)
 
 
 if __name__ == "__main__":
