@@ -75,7 +75,7 @@ def test_served_exported_model_answers_like_the_exported_policy_in_process(
     observation = _observations(1)[0]
     served = client.infer(observation)
     local = policy_config.create_exported_policy(
-        exported_debug, data_transforms=serve_policy.ENV_DATA_TRANSFORMS[serve_policy.EnvMode.ALOHA_SIM]
+        exported_debug, data_transforms=serve_policy.env_data_transforms(serve_policy.EnvMode.ALOHA_SIM)
     )
     np.testing.assert_allclose(served["actions"], local.infer(observation)["actions"], atol=ATOL)
 
