@@ -23,6 +23,7 @@ no model code is imported.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping, Sequence
 import hashlib
 import importlib.metadata
@@ -63,8 +64,6 @@ PROCESSORS_DIR = "processors"
 TOKENIZER_FILE = "tokenizer.model"
 FAST_TOKENIZER_DIR = "fast_tokenizer"
 
-_FLOW_MODEL_TYPES = (_model.ModelType.PI0, _model.ModelType.PI05)
-
 
 class ExportedModelError(ValueError):
     """An exported model directory is incomplete, corrupt, of another format version, or used wrongly."""
@@ -91,8 +90,8 @@ def export_model(
     out to use PaliGemma's. pi0-FAST needs it and its `fast_action_tokenizer`, which are shipped so that the served
     model reads actions from its tokens offline. `num_steps` (flow steps, pi0 / pi0.5) and `max_decoding_steps`
     (pi0-FAST) are fixed in the computation. `use_quantile_norm` says how the processors' stats normalize (default: as
-    the train configs do, z-score for pi0 and quantiles for pi0.5 / pi0-FAST). The directory is assembled under a temporary name and renamed into
-    place, so a crash never leaves a partial artefact at `out_dir`.
+    the train configs do, z-score for pi0 and quantiles for pi0.5 / pi0-FAST). The directory is assembled under a
+    temporary name and renamed into place, so a crash never leaves a partial artefact at `out_dir`.
     """
     out_dir = pathlib.Path(out_dir)
     if out_dir.exists() and not overwrite:
@@ -345,9 +344,9 @@ class ExportedModel(_model.BaseModel):
             f"from: {available}"
         )
 
+    @abc.abstractmethod
     def model_transforms(self) -> _transforms.Group:
         """The model's transforms: inputs resize images and tokenize the prompt; outputs (pi0-FAST) read actions."""
-        raise NotImplementedError
 
     def _tokenizer_path(self) -> pathlib.Path | None:
         path = None if self._directory is None else self._directory / TOKENIZER_FILE
