@@ -3,7 +3,9 @@
 Data parallel over all devices of all processes, params optionally sharded (FSDP, `--fsdp-devices`). A run
 spanning several processes or nodes is joined from `JAX_COORDINATOR_ADDRESS` / `JAX_NUM_PROCESSES` /
 `JAX_PROCESS_ID` or from SLURM; each process loads its own slice of every batch. Checkpoints, a metrics log
-(`metrics.jsonl`) and a loss curve (`loss_curve.png`) go to `<checkpoint_base_dir>/<config>/<exp_name>/`.
+(`metrics.jsonl`) and a loss curve (`loss_curve.png`) go to `<checkpoint_base_dir>/<config>/<exp_name>/`;
+`--overwrite` replaces an earlier run there only once the new run's weights, tokenizer and first batch are in hand.
+On a machine with an NVIDIA GPU that JAX cannot use (CPU-only install), it stops at start unless `--allow-cpu`.
 """
 
 import dataclasses

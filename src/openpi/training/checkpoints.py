@@ -81,9 +81,10 @@ def initialize_checkpoint_dir(
 ) -> ocp.CheckpointManager:
     """The checkpoint manager of the run's directory, which is created if missing.
 
-    With `overwrite` an existing directory is replaced by an empty one: it is moved aside in one rename and deleted
-    only after the new one is in place, so that a crash leaves the old run whole or the new one started, never the
-    old one half-deleted. Call this once every input of the new run (weights, data, tokenizer) has been resolved.
+    With `overwrite` an existing directory is replaced by an empty one: the old run is moved aside in one rename
+    (to `.<name>.overwritten-<id>` beside it) and deleted once the new directory is in place, so a crash never leaves
+    it half-deleted under its own name. Call this once every input of the new run (weights, data, tokenizer) has been
+    resolved.
     """
     checkpoint_dir = pathlib.Path(checkpoint_dir).resolve()
     _sync_processes("checkpoint-dir")
