@@ -10,11 +10,12 @@
         --grad-batch-sizes
 
 Configs (``CONFIGS``): ``dummy`` (pi0: full So400m/14 SigLIP, tiny Gemma experts), ``gemma_300m`` (both experts
-gemma_300m-sized), ``pi0`` (the full model: gemma_2b + gemma_300m expert, 3.3 B params); ``pi05_dummy`` / ``pi05``
-(pi0.5, same sizes as pi0's); ``pi0_fast_dummy`` / ``pi0_fast`` (pi0-FAST: SigLIP + one Gemma, tiny or gemma_2b).
-pi0 and pi0.5 sample 10 flow steps; pi0-FAST decodes ``--fast-decoding-steps`` tokens (an untrained model never writes
-EOS, so every step runs: the figures are the cost of that many tokens), and with two or more step counts the script
-also prints the cost per generated token. Prints one row per measurement plus peak RSS (and the accelerator's peak
+gemma_300m-sized), ``pi0`` (the full model: gemma_2b + gemma_300m expert, 3.3 B params); ``pi05_dummy`` /
+``pi05_gemma_300m`` / ``pi05`` (pi0.5, the same sizes); ``pi0_fast_dummy`` / ``pi0_fast_gemma_300m`` / ``pi0_fast``
+(pi0-FAST: SigLIP + one Gemma, tiny, gemma_300m-sized or gemma_2b).
+pi0 and pi0.5 sample 10 flow steps; pi0-FAST decodes up to ``--fast-decoding-steps`` tokens after a prompt of random
+ids (an untrained model seldom writes EOS there, so every step runs; the script says when decoding stopped early), and
+with two or more step counts it also prints the cost per generated token. Prints one row per measurement plus peak RSS (and the accelerator's peak
 memory when it reports one); appends nothing anywhere: copy figures into bench/RESULTS.md.
 """
 
@@ -29,6 +30,7 @@ import time
 import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import psutil
 import tyro
 
@@ -44,8 +46,13 @@ CONFIGS: dict[str, tuple[type[_model.BaseModelConfig], dict]] = {
     "gemma_300m": (pi0.Pi0Config, {"paligemma_variant": "gemma_300m", "action_expert_variant": "gemma_300m"}),
     "pi0": (pi0.Pi0Config, {}),
     "pi05_dummy": (pi0.Pi0Config, {"pi05": True, **_DUMMY_EXPERTS}),
+    "pi05_gemma_300m": (
+        pi0.Pi0Config,
+        {"pi05": True, "paligemma_variant": "gemma_300m", "action_expert_variant": "gemma_300m"},
+    ),
     "pi05": (pi0.Pi0Config, {"pi05": True}),
     "pi0_fast_dummy": (pi0_fast.Pi0FASTConfig, {"paligemma_variant": "dummy"}),
+    "pi0_fast_gemma_300m": (pi0_fast.Pi0FASTConfig, {"paligemma_variant": "gemma_300m"}),
     "pi0_fast": (pi0_fast.Pi0FASTConfig, {}),
 }
 
@@ -122,27 +129,33 @@ def bench_config(name: str, dtype: str, args: Args) -> list[tuple[str, int, floa
 
         return jax.value_and_grad(loss_fn)(state)
 
-    if config.model_type == _model.ModelType.PI0_FAST:
+    fast = config.model_type == _model.ModelType.PI0_FAST
+    if fast:
         samplings = [(f"decode {steps} tok", (("max_decoding_steps", steps),)) for steps in args.fast_decoding_steps]
     else:
         samplings = [("sample_actions", ())]
     for batch_size in args.sample_batch_sizes:
+        observation = _fast_prompt_obs(config, batch_size) if fast else config.fake_obs(batch_size)
         warm_by_steps = {}
         for what, sample_kwargs in samplings:
+            fn = functools.partial(sample, sample_kwargs=sample_kwargs)
+            inputs = (sample_state, observation)
             compile_s, warm_s = _measure(
-                functools.partial(sample, sample_kwargs=sample_kwargs),
-                (sample_state, config.fake_obs(batch_size)),
-                args.repeats,
-                _profile_dir(args, name, dtype, what.replace(" ", "_"), batch_size),
+                fn, inputs, args.repeats, _profile_dir(args, name, dtype, what.replace(" ", "_"), batch_size)
             )
             rows.append((what, batch_size, compile_s, warm_s))
             _print_row(name, dtype, *rows[-1])
-            warm_by_steps[dict(sample_kwargs).get("max_decoding_steps")] = warm_s
-        if len(warm_by_steps) > 1 and None not in warm_by_steps:
+            if fast:
+                steps = dict(sample_kwargs)["max_decoding_steps"]
+                decoded = _decoded_steps(fn(*inputs))
+                if decoded != steps:
+                    print(f"  (stopped early: all sequences wrote EOS after {decoded} of {steps} tokens)", flush=True)
+                warm_by_steps[decoded] = warm_s
+        if len(warm_by_steps) > 1:
             fewest, most = min(warm_by_steps), max(warm_by_steps)
             per_token_ms = (warm_by_steps[most] - warm_by_steps[fewest]) / (most - fewest) * 1000
             print(
-                f"{name:<14} {dtype:<9} per generated token (steps {fewest} → {most}): {per_token_ms:.2f} ms",
+                f"{name:<19} {dtype:<9} per generated token (steps {fewest} → {most}): {per_token_ms:.2f} ms",
                 flush=True,
             )
     for batch_size in args.grad_batch_sizes:
@@ -152,6 +165,23 @@ def bench_config(name: str, dtype: str, args: Args) -> list[tuple[str, int, floa
         rows.append(("grad_step", batch_size, compile_s, warm_s))
         _print_row(name, dtype, *rows[-1])
     return rows
+
+
+def _fast_prompt_obs(config: _model.BaseModelConfig, batch_size: int) -> _model.Observation:
+    """`fake_obs` with a prompt of random token ids in one bidirectional block, as a served prompt is: the all-ones
+    prompt of `fake_obs` makes an untrained pi0-FAST write EOS (id 1) at once, which would end decoding."""
+    observation = config.fake_obs(batch_size)
+    tokens = jax.random.randint(jax.random.key(3), observation.tokenized_prompt.shape, 2, config.vocab_size)
+    return dataclasses.replace(
+        observation, tokenized_prompt=tokens, token_ar_mask=jnp.zeros_like(observation.token_ar_mask)
+    )
+
+
+def _decoded_steps(tokens: jax.Array) -> int:
+    """How many decoding steps ran: up to the last step at which some sequence wrote a nonzero id (after an early
+    stop the ids are zero)."""
+    ran = np.flatnonzero(np.any(np.asarray(tokens) != 0, axis=0))
+    return int(ran[-1]) + 1 if ran.size else 0
 
 
 def _profile_dir(args: Args, *labels) -> str | None:
@@ -172,7 +202,7 @@ def _print_row(name, dtype, what, batch_size, compile_s, warm_s):
     device_peak = _device_peak_gib()
     device = "" if device_peak is None else f"  device peak {device_peak:6.2f} GiB"
     print(
-        f"{name:<14} {dtype:<9} {what:<15} batch {batch_size:<2} compile {compile_s:7.2f} s  "
+        f"{name:<19} {dtype:<9} {what:<15} batch {batch_size:<2} compile {compile_s:7.2f} s  "
         f"warm {warm_s * 1000:9.1f} ms  rss {rss_gib:5.2f} GiB{device}",
         flush=True,
     )
