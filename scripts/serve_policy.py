@@ -125,7 +125,7 @@ def default_checkpoint(env: EnvMode, model_type: _model.ModelType = _model.Model
     """The env's default checkpoint of `model_type`; the error lists the envs that family has one for."""
     checkpoints = DEFAULT_CHECKPOINTS[model_type]
     if env not in checkpoints:
-        available = ", ".join(env.name for env in checkpoints)
+        available = ", ".join(mode.name for mode in checkpoints)
         raise ValueError(
             f"--policy.model-type {model_type.name}: no default checkpoint for --env {env.name}; this family has "
             f"one for {available}. Serve another checkpoint with policy:checkpoint --policy.config=... --policy.dir=..."
