@@ -7,6 +7,7 @@ returning a new dict; inputs are never modified in place. Nested keys are addres
 
 from collections.abc import Callable, Mapping, Sequence
 import dataclasses
+import re
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
@@ -412,13 +413,40 @@ def unflatten_dict(flat: Mapping[str, Any]) -> dict[str, Any]:
     return tree
 
 
+def transform_dict(patterns: Mapping[str, str | None], tree: Mapping[str, Any]) -> dict[str, Any]:
+    """Renames (or drops) the leaves of a nested dict by regex on their `/`-joined paths, e.g. to map a checkpoint's
+    param tree onto a model's.
+
+    Each path is matched in order against the keys of `patterns`, which must match the whole path; the first match
+    renames it with `re.sub` semantics (backreferences like `\\1` allowed), or drops the leaf when its value is None.
+    Paths that match no pattern keep their name. Two leaves renamed to one path, or a leaf renamed onto a parent of
+    another, raise a ValueError.
+    """
+    compiled = [(re.compile(pattern), replacement) for pattern, replacement in patterns.items()]
+    renamed: dict[str, Any] = {}
+    for path, value in flatten_dict(tree).items():
+        new_path = path
+        for pattern, replacement in compiled:
+            if pattern.fullmatch(path):
+                new_path = None if replacement is None else pattern.sub(replacement, path, count=1)
+                break
+        if new_path is None:
+            continue
+        if new_path in renamed:
+            raise ValueError(f"{path}: renamed to {new_path!r}, which another leaf was already renamed to")
+        renamed[new_path] = value
+    return unflatten_dict(renamed)
+
+
 def apply_tree(
     tree: Mapping[str, Any], selector: Mapping[str, Any], fn: Callable[[Any, Any], Any], *, strict: bool = False
 ) -> dict[str, Any]:
-    """Returns `tree` with each leaf whose `/`-path is a key of `selector` replaced by `fn(leaf, selector[path])`.
+    """Returns `tree` with each leaf whose `/`-path is a path of `selector` (nested or already flat) replaced by
+    `fn(leaf, selector[path])`.
 
-    The structure of `tree` is kept. With `strict`, every selector key must be found in `tree`.
+    The structure of `tree` is kept. With `strict`, every selector path must be found in `tree`.
     """
+    selector = flatten_dict(selector)
     found = set()
 
     def visit(node: Mapping[str, Any], prefix: str) -> dict[str, Any]:

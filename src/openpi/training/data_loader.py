@@ -6,12 +6,13 @@ incomplete batch of an epoch is dropped). Each process loads its own contiguous 
 so restarting at any step (resume) or on any number of processes reproduces the same global batches.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 import concurrent.futures
 import dataclasses
+import itertools
 import logging
 import pathlib
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import jax
 import numpy as np
@@ -30,6 +31,14 @@ class Dataset(Protocol):
     """Random access to samples (nested dicts of numpy arrays)."""
 
     def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    def __len__(self) -> int: ...
+
+
+class IterableDataset(Protocol):
+    """Sequential access to samples (or, for some sources, to whole batches)."""
+
+    def __iter__(self) -> Iterator[dict[str, Any]]: ...
 
     def __len__(self) -> int: ...
 
@@ -62,17 +71,53 @@ class FakeDataset(Dataset):
 
 
 class TransformedDataset(Dataset):
-    """A dataset whose samples pass through `transform` on access."""
+    """A dataset whose samples pass through `transform` (one transform, or a sequence applied in order) on access."""
 
-    def __init__(self, dataset: Dataset, transform: _transforms.DataTransformFn):
+    def __init__(
+        self, dataset: Dataset, transform: _transforms.DataTransformFn | Sequence[_transforms.DataTransformFn]
+    ):
         self._dataset = dataset
-        self._transform = transform
+        self._transform = _as_transform(transform)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self._transform(self._dataset[index])
 
     def __len__(self) -> int:
         return len(self._dataset)
+
+
+class IterableTransformedDataset(IterableDataset):
+    """An iterable dataset whose samples pass through `transform` (one, or a sequence applied in order); with
+    `is_batched`, the source yields batches, which are transformed sample by sample and stacked again."""
+
+    def __init__(
+        self,
+        dataset: IterableDataset,
+        transform: _transforms.DataTransformFn | Sequence[_transforms.DataTransformFn],
+        *,
+        is_batched: bool = False,
+    ):
+        self._dataset = dataset
+        self._transform = _as_transform(transform)
+        self._is_batched = is_batched
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for item in self._dataset:
+            if not self._is_batched:
+                yield self._transform(item)
+                continue
+            batch_size = len(jax.tree.leaves(item)[0])
+            yield _collate([self._transform(jax.tree.map(lambda x, i=i: x[i], item)) for i in range(batch_size)])
+
+    def __len__(self) -> int:
+        return len(self._dataset)
+
+
+def _as_transform(
+    transform: _transforms.DataTransformFn | Sequence[_transforms.DataTransformFn],
+) -> _transforms.DataTransformFn:
+    """One transform from a transform or a sequence of them (the original passes a list)."""
+    return _transforms.compose(transform) if isinstance(transform, Sequence) else transform
 
 
 def is_fake(data_config: _config.DataConfig) -> bool:
@@ -99,11 +144,21 @@ def open_lerobot_dataset(
     )
 
 
-def create_dataset(data_config: _config.DataConfig, model_config: _model.BaseModelConfig) -> Dataset:
-    """The raw dataset: LeRobot frames with action chunks, or fake model inputs."""
+def create_dataset(
+    data_config: _config.DataConfig, model_config: _model.BaseModelConfig, *, action_horizon: int | None = None
+) -> Dataset:
+    """The raw dataset: LeRobot frames with action chunks of `action_horizon` rows (default: the model's), or fake
+    model inputs."""
     if is_fake(data_config):
         return FakeDataset(model_config, num_samples=1024)
-    return open_lerobot_dataset(data_config, model_config.action_horizon)
+    return open_lerobot_dataset(data_config, action_horizon or model_config.action_horizon)
+
+
+def create_torch_dataset(
+    data_config: _config.DataConfig, action_horizon: int, model_config: _model.BaseModelConfig
+) -> Dataset:
+    """The original's name and call shape for `create_dataset` (its LeRobot reader needs no torch here)."""
+    return create_dataset(data_config, model_config, action_horizon=action_horizon)
 
 
 def sample_transforms(
@@ -139,15 +194,31 @@ def transform_dataset(dataset: Dataset, data_config: _config.DataConfig, *, skip
     return TransformedDataset(dataset, sample_transforms(data_config, normalize=not skip_norm_stats))
 
 
+def transform_iterable_dataset(
+    dataset: IterableDataset,
+    data_config: _config.DataConfig,
+    *,
+    skip_norm_stats: bool = False,
+    is_batched: bool = False,
+) -> IterableDataset:
+    """`transform_dataset` for an iterable dataset (`is_batched`: it yields whole batches)."""
+    if is_fake(data_config):
+        return dataset
+    transform = sample_transforms(data_config, normalize=not skip_norm_stats)
+    return IterableTransformedDataset(dataset, transform, is_batched=is_batched)
+
+
 def _collate(samples: Sequence[dict]) -> dict:
     return jax.tree.map(lambda *leaves: np.stack([np.asarray(leaf) for leaf in leaves]), *samples)
 
 
 class DataLoader:
-    """Yields `(Observation, actions)` global batches, step after step, from `start_step` on.
+    """Yields `(Observation, actions)` global batches, step after step, from `start_step` on: `num_batches` of them,
+    or forever (epoch after epoch).
 
     With `sharding`, every batch is a global `jax.Array` assembled from each process's local slice; otherwise
     numpy. `num_workers` threads load samples and the next batch is prefetched while the current one trains.
+    `data_config()` returns the `data_config` the loader was built from (None if it was not given one).
     """
 
     def __init__(
@@ -162,7 +233,11 @@ class DataLoader:
         start_step: int = 0,
         process_index: int | None = None,
         process_count: int | None = None,
+        num_batches: int | None = None,
+        data_config: _config.DataConfig | None = None,
     ):
+        if num_batches is not None and num_batches < 0:
+            raise ValueError(f"num_batches: expected a non-negative count or None (endless), got {num_batches}")
         self._process_index = jax.process_index() if process_index is None else process_index
         self._process_count = jax.process_count() if process_count is None else process_count
         if batch_size % self._process_count:
@@ -180,8 +255,13 @@ class DataLoader:
         self._shuffle = shuffle
         self._sharding = sharding
         self._start_step = start_step
+        self._num_batches = num_batches
+        self._data_config = data_config
         self._pool = concurrent.futures.ThreadPoolExecutor(num_workers) if num_workers > 0 else None
         self._prefetcher = concurrent.futures.ThreadPoolExecutor(1)
+
+    def data_config(self) -> _config.DataConfig | None:
+        return self._data_config
 
     @property
     def batches_per_epoch(self) -> int:
@@ -206,22 +286,89 @@ class DataLoader:
             return _collate([self._dataset[i] for i in indices])
         return _collate(list(self._pool.map(self._dataset.__getitem__, indices)))
 
-    def _to_batch(self, local: dict) -> tuple[_model.Observation, np.ndarray]:
-        actions = local.pop("actions")
-        observation = _model.Observation.from_dict(local)
+    def _place(self, tree: Any) -> Any:
+        """Local arrays → global `jax.Array`s under `sharding` (unchanged without one)."""
         if self._sharding is None:
-            return observation, actions
-        put = lambda x: jax.make_array_from_process_local_data(self._sharding, np.asarray(x))  # noqa: E731
-        return jax.tree.map(put, observation), put(actions)
+            return tree
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self._sharding, np.asarray(x)), tree)
+
+    def _local_batches(self) -> Iterator[dict]:
+        """This process's collated samples of each step, the next step's loaded while the current one is used."""
+        end = None if self._num_batches is None else self._start_step + self._num_batches
+        steps = itertools.count(self._start_step) if end is None else iter(range(self._start_step, end))
+        pending = None if (step := next(steps, None)) is None else self._prefetcher.submit(self._load, step)
+        while pending is not None:
+            local = pending.result()
+            pending = None if (step := next(steps, None)) is None else self._prefetcher.submit(self._load, step)
+            yield local
 
     def __iter__(self) -> Iterator[tuple[_model.Observation, Any]]:
-        step = self._start_step
-        pending = self._prefetcher.submit(self._load, step)
-        while True:
-            local = pending.result()
-            step += 1
-            pending = self._prefetcher.submit(self._load, step)
-            yield self._to_batch(local)
+        for local in self._local_batches():
+            actions = local.pop("actions")
+            yield self._place(_model.Observation.from_dict(local)), self._place(actions)
+
+
+class TorchDataLoader(DataLoader):
+    """The original's batch loader, by name and call shape, on `DataLoader` (no torch): yields dicts of batched
+    arrays (`local_batch_size` samples per process), `num_batches` of them or forever.
+
+    As in the original, the batches are `jax.Array`s laid out by `sharding`, by default split over all devices.
+    `sampler` (a torch sampler) is not supported; order and shuffling follow `seed` as in `DataLoader`.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        local_batch_size: int,
+        *,
+        sharding: jax.sharding.Sharding | None = None,
+        shuffle: bool = False,
+        sampler: Any = None,
+        num_batches: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        framework: Literal["jax", "pytorch"] = "jax",
+    ):
+        _check_framework(framework)
+        if sampler is not None:
+            raise ValueError("sampler: torch samplers are not supported (no torch here); expected None")
+        if sharding is None:
+            mesh = jax.sharding.Mesh(jax.devices(), ("B",))
+            sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("B"))
+        super().__init__(
+            dataset,
+            batch_size=local_batch_size * jax.process_count(),
+            seed=seed,
+            shuffle=shuffle,
+            sharding=sharding,
+            num_workers=num_workers,
+            num_batches=num_batches,
+        )
+
+    def __iter__(self) -> Iterator[dict]:  # type: ignore[override]
+        for local in self._local_batches():
+            yield self._place(local)
+
+
+class DataLoaderImpl:
+    """The original's adapter from a loader of batch dicts (e.g. `TorchDataLoader`) to `(Observation, actions)`
+    batches, with the data config they were made with."""
+
+    def __init__(self, data_config: _config.DataConfig, data_loader: Iterable[dict]):
+        self._data_config = data_config
+        self._data_loader = data_loader
+
+    def data_config(self) -> _config.DataConfig:
+        return self._data_config
+
+    def __iter__(self) -> Iterator[tuple[_model.Observation, Any]]:
+        for batch in self._data_loader:
+            yield _model.Observation.from_dict(batch), batch["actions"]
+
+
+def _check_framework(framework: str) -> None:
+    if framework != "jax":
+        raise ValueError(f"framework: expected 'jax' (there is no PyTorch training here), got {framework!r}")
 
 
 def create_data_loader(
@@ -232,19 +379,60 @@ def create_data_loader(
     start_step: int = 0,
     shuffle: bool = True,
     skip_norm_stats: bool = False,
+    num_batches: int | None = None,
+    framework: Literal["jax", "pytorch"] = "jax",
 ) -> DataLoader:
-    """The train config's data loader, positioned at `start_step`."""
+    """The train config's data loader, positioned at `start_step`: `num_batches` batches, or endless.
+
+    `framework` is accepted for the original's call shape; only "jax" is supported.
+    """
     if data_config is None:
         data_config = config.data.create(config.assets_dirs, config.model)
-    dataset = transform_dataset(create_dataset(data_config, config.model), data_config, skip_norm_stats=skip_norm_stats)
-    return DataLoader(
-        dataset,
-        batch_size=config.batch_size,
+    return create_torch_data_loader(
+        data_config,
+        config.model,
+        config.model.action_horizon,
+        config.batch_size,
+        sharding=sharding,
+        skip_norm_stats=skip_norm_stats,
+        shuffle=shuffle,
+        num_batches=num_batches,
+        num_workers=config.num_workers,
         seed=config.seed,
+        framework=framework,
+        start_step=start_step,
+    )
+
+
+def create_torch_data_loader(
+    data_config: _config.DataConfig,
+    model_config: _model.BaseModelConfig,
+    action_horizon: int,
+    batch_size: int,
+    *,
+    sharding: jax.sharding.Sharding | None = None,
+    skip_norm_stats: bool = False,
+    shuffle: bool = False,
+    num_batches: int | None = None,
+    num_workers: int = 0,
+    seed: int = 0,
+    framework: Literal["jax", "pytorch"] = "jax",
+    start_step: int = 0,
+) -> DataLoader:
+    """A `DataLoader` of `(Observation, actions)` global batches of `batch_size` over `data_config`'s dataset, under
+    the original's name and call shape (its torch data loader is `DataLoader` here)."""
+    _check_framework(framework)
+    dataset = create_dataset(data_config, model_config, action_horizon=action_horizon)
+    return DataLoader(
+        transform_dataset(dataset, data_config, skip_norm_stats=skip_norm_stats),
+        batch_size=batch_size,
+        seed=seed,
         shuffle=shuffle,
         sharding=sharding,
-        num_workers=config.num_workers,
+        num_workers=num_workers,
         start_step=start_step,
+        num_batches=num_batches,
+        data_config=data_config,
     )
 
 
