@@ -9,7 +9,7 @@ import logging
 import os
 import pathlib
 import time
-from typing import Any
+from typing import Any, TypeAlias
 
 import flax.nnx as nnx
 import jax
@@ -22,6 +22,9 @@ from openpi.shared import fileio as _fileio
 from openpi_client import base_policy as _base_policy
 
 logger = logging.getLogger(__name__)
+
+# The original's name for the client package's policy interface.
+BasePolicy: TypeAlias = _base_policy.BasePolicy
 
 
 class Policy(_base_policy.BasePolicy):
@@ -36,6 +39,8 @@ class Policy(_base_policy.BasePolicy):
 
     `sample_kwargs` go to every `sample_actions` call (pi0 / pi0.5: `num_steps`; pi0-FAST: `max_decoding_steps`,
     `temperature`); names the model's sampler does not take are refused here, not at the first request.
+    `infer(obs, noise=...)` starts a flow model's sampling from the given noise (`[horizon, dim]` or
+    `[1, horizon, dim]`) instead of a random draw.
     """
 
     def __init__(
@@ -52,8 +57,8 @@ class Policy(_base_policy.BasePolicy):
         _check_sample_kwargs(model, sample_kwargs)
         graphdef, state = nnx.split(model)
 
-        def sample(state: nnx.State, rng: jax.Array, observation: _model.Observation) -> jax.Array:
-            return nnx.merge(graphdef, state).sample_actions(rng, observation, **sample_kwargs)
+        def sample(state: nnx.State, rng: jax.Array, observation: _model.Observation, **call_kwargs) -> jax.Array:
+            return nnx.merge(graphdef, state).sample_actions(rng, observation, **sample_kwargs, **call_kwargs)
 
         self._sample_actions = functools.partial(jax.jit(sample), state)
         self._input_transform = _transforms.compose(transforms)
@@ -65,8 +70,14 @@ class Policy(_base_policy.BasePolicy):
     def metadata(self) -> dict[str, Any]:
         return self._metadata
 
-    def infer(self, obs: dict) -> dict:
-        return self.infer_batch([obs])[0]
+    def infer(self, obs: dict, *, noise: np.ndarray | None = None) -> dict:
+        if noise is None:
+            return self.infer_batch([obs])[0]
+        noise = np.asarray(noise)
+        outputs, infer_ms = self._sample([self._input_transform(jax.tree.map(lambda x: x, obs))], noise=noise)
+        result = self._output_transform(outputs[0])
+        result["policy_timing"] = {"infer_ms": infer_ms}
+        return result
 
     def infer_batch(self, observations: Sequence[dict]) -> list[dict]:
         """Like `infer` for each observation, sharing model calls; results come back in the input order."""
@@ -84,15 +95,16 @@ class Policy(_base_policy.BasePolicy):
                 results[index] = result
         return results
 
-    def _sample(self, inputs: list[dict]) -> tuple[list[dict], float]:
-        """One model call for equally shaped inputs; returns per-input `{"state", "actions"}` (the model's output
-        row: an action chunk or token ids) and the call's ms."""
+    def _sample(self, inputs: list[dict], noise: np.ndarray | None = None) -> tuple[list[dict], float]:
+        """One model call for equally shaped inputs (and, for one input, its sampling `noise`); returns per-input
+        `{"state", "actions"}` (the model's output row: an action chunk or token ids) and the call's ms."""
         padded_size = 1 << (len(inputs) - 1).bit_length()
         rows = inputs + [inputs[-1]] * (padded_size - len(inputs))
         batch = jax.tree.map(lambda *leaves: jnp.asarray(np.stack(leaves)), *rows)
+        call_kwargs = {} if noise is None else {"noise": jnp.asarray(noise[None] if noise.ndim == 2 else noise)}
         self._rng, sample_rng = jax.random.split(self._rng)
         start = time.monotonic()
-        actions = self._sample_actions(sample_rng, _model.Observation.from_dict(batch))
+        actions = self._sample_actions(sample_rng, _model.Observation.from_dict(batch), **call_kwargs)
         actions = np.asarray(jax.block_until_ready(actions))
         infer_ms = (time.monotonic() - start) * 1000
         states = np.asarray(batch["state"])

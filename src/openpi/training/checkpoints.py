@@ -16,6 +16,7 @@ import logging
 import os
 import pathlib
 import shutil
+from typing import Any
 import uuid
 
 from etils import epath
@@ -77,15 +78,24 @@ def check_checkpoint_dir(checkpoint_dir: str | pathlib.Path, *, overwrite: bool,
 
 
 def initialize_checkpoint_dir(
-    checkpoint_dir: str | pathlib.Path, *, keep_period: int | None, overwrite: bool = False
-) -> ocp.CheckpointManager:
+    checkpoint_dir: str | pathlib.Path, *, keep_period: int | None, overwrite: bool = False, resume: bool | None = None
+) -> ocp.CheckpointManager | tuple[ocp.CheckpointManager, bool]:
     """The checkpoint manager of the run's directory, which is created if missing.
 
     With `overwrite` an existing directory is replaced by an empty one: the old run is moved aside in one rename
     (to `.<name>.overwritten-<id>` beside it) and deleted once the new directory is in place, so a crash never leaves
     it half-deleted under its own name. Call this once every input of the new run (weights, data, tokenizer) has been
     resolved.
+
+    Given `resume` (the original's call shape), it first decides as `check_checkpoint_dir` does whether the run
+    continues, never overwriting a run it continues, and returns `(manager, resuming)`.
     """
+    if resume is not None:
+        resuming = check_checkpoint_dir(checkpoint_dir, overwrite=overwrite, resume=resume)
+        manager = initialize_checkpoint_dir(
+            checkpoint_dir, keep_period=keep_period, overwrite=overwrite and not resuming
+        )
+        return manager, resuming
     checkpoint_dir = pathlib.Path(checkpoint_dir).resolve()
     _sync_processes("checkpoint-dir")
     if jax.process_index() == 0:
@@ -141,10 +151,16 @@ def _train_state_item(state: _utils.TrainState) -> dict:
 def save_state(
     manager: ocp.CheckpointManager,
     state: _utils.TrainState,
-    norm_stats: Mapping[str, Mapping[str, _normalize.NormStats]],
+    norm_stats: Mapping[str, Mapping[str, _normalize.NormStats]] | Any,
     step: int,
 ) -> None:
-    """Saves `state` as checkpoint `step` (EMA params, if any, as `params`) with `norm_stats` as assets."""
+    """Saves `state` as checkpoint `step` (EMA params, if any, as `params`) with `norm_stats` (per asset id) as
+    assets. In place of `norm_stats`, a data loader with a `data_config()` (the original's call shape) gives its
+    data config's norm stats under its asset id."""
+    if callable(getattr(norm_stats, "data_config", None)):
+        data_config = norm_stats.data_config()
+        has_stats = data_config is not None and data_config.norm_stats is not None and data_config.asset_id
+        norm_stats = {data_config.asset_id: data_config.norm_stats} if has_stats else {}
     saved_params = state.ema_params if state.ema_params is not None else state.params
     manager.save(
         step,
@@ -160,10 +176,18 @@ def save_state(
 
 
 def restore_state(
-    manager: ocp.CheckpointManager, abstract_state: _utils.TrainState, step: int | None = None
+    manager: ocp.CheckpointManager,
+    abstract_state: _utils.TrainState,
+    data_loader: Any = None,
+    step: int | None = None,
 ) -> _utils.TrainState:
     """Restores checkpoint `step` (default: the latest complete one) into the structure and shardings of
-    `abstract_state` (a TrainState of `jax.ShapeDtypeStruct`s with shardings)."""
+    `abstract_state` (a TrainState of `jax.ShapeDtypeStruct`s with shardings).
+
+    `data_loader` is accepted for the original's call shape and not used; an int in its place is the step.
+    """
+    if isinstance(data_loader, int):
+        step = data_loader
     step = manager.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"{manager.directory}: no complete checkpoint to restore")

@@ -6,7 +6,7 @@ import dataclasses
 import difflib
 import logging
 import pathlib
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
 import flax.nnx as nnx
 import tyro
@@ -96,8 +96,14 @@ class DataConfig:
             object.__setattr__(self, "asset_id", self.repo_id)
 
 
+class GroupFactory(Protocol):
+    """Builds a transform group for a model config (robot transforms of `SimpleDataConfig`, model transforms)."""
+
+    def __call__(self, model_config: _model.BaseModelConfig) -> _transforms.Group: ...
+
+
 @dataclasses.dataclass(frozen=True)
-class ModelTransformFactory:
+class ModelTransformFactory(GroupFactory):
     """Model transforms per model family: default prompt, resize to the model's image size, then
     pi0: tokenize the prompt, pad state and actions to action_dim;
     pi0.5: tokenize the prompt (with the normalized state when `discrete_state_input`), pad;
@@ -142,8 +148,9 @@ class ModelTransformFactory:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfigFactory(abc.ABC):
-    """Builds a `DataConfig` for a model: `create(metadata_dir, model)`, where `metadata_dir` is the train
-    config's assets dir and `model` the model config (it has `action_dim`, `action_horizon`, `max_token_len`)."""
+    """Builds a `DataConfig` for a model: `create(assets_dirs, model_config)`, where `assets_dirs` is the train
+    config's assets dir and `model_config` the model config (it has `action_dim`, `action_horizon`,
+    `max_token_len`)."""
 
     # The LeRobot repo id.
     repo_id: str = tyro.MISSING
@@ -155,10 +162,12 @@ class DataConfigFactory(abc.ABC):
     tokenizer: Literal["paligemma", "debug"] = "paligemma"
 
     @abc.abstractmethod
-    def create(self, metadata_dir: pathlib.Path, model: _model.BaseModelConfig) -> DataConfig:
+    def create(self, assets_dirs: pathlib.Path, model_config: _model.BaseModelConfig) -> DataConfig:
         """Creates the data config."""
 
-    def create_base_config(self, metadata_dir: pathlib.Path, model: _model.BaseModelConfig | None = None) -> DataConfig:
+    def create_base_config(
+        self, assets_dirs: pathlib.Path, model_config: _model.BaseModelConfig | None = None
+    ) -> DataConfig:
         """`base_config` with the repo id, asset id and the norm stats found under the assets dir."""
         repo_id = None if self.repo_id is tyro.MISSING else self.repo_id
         asset_id = self.assets.asset_id or repo_id
@@ -166,10 +175,10 @@ class DataConfigFactory(abc.ABC):
             self.base_config or DataConfig(),
             repo_id=repo_id,
             asset_id=asset_id,
-            norm_stats=load_norm_stats(self.assets.assets_dir or metadata_dir, asset_id),
+            norm_stats=load_norm_stats(self.assets.assets_dir or assets_dirs, asset_id),
         )
-        if model is not None:
-            config = dataclasses.replace(config, use_quantile_norm=model.model_type != ModelType.PI0)
+        if model_config is not None:
+            config = dataclasses.replace(config, use_quantile_norm=model_config.model_type != ModelType.PI0)
         return config
 
     def model_transforms(self, model: _model.BaseModelConfig, default_prompt: str | None = None) -> _transforms.Group:
@@ -207,12 +216,16 @@ class SimpleDataConfig(DataConfigFactory):
     # Builds the robot transforms for a model config.
     data_transforms: tyro.conf.Suppress[Callable[[_model.BaseModelConfig], _transforms.Group]] = _transforms.Group
     default_prompt: str | None = None
+    # Builds the model transforms (the original's field); None: `ModelTransformFactory` with `default_prompt` and
+    # `tokenizer`.
+    model_transforms: tyro.conf.Suppress[GroupFactory | None] = None
 
-    def create(self, metadata_dir: pathlib.Path, model: _model.BaseModelConfig) -> DataConfig:
+    def create(self, assets_dirs: pathlib.Path, model_config: _model.BaseModelConfig) -> DataConfig:
+        model_transforms = self.model_transforms or ModelTransformFactory(self.default_prompt, self.tokenizer)
         return dataclasses.replace(
-            self.create_base_config(metadata_dir, model),
-            data_transforms=self.data_transforms(model),
-            model_transforms=self.model_transforms(model, self.default_prompt),
+            self.create_base_config(assets_dirs, model_config),
+            data_transforms=self.data_transforms(model_config),
+            model_transforms=model_transforms(model_config),
         )
 
 
@@ -353,6 +366,10 @@ class LeRobotDroidDataConfig(DataConfigFactory):
             data_transforms=data_transforms,
             model_transforms=self.model_transforms(model, self.default_prompt),
         )
+
+
+# The original's spelling.
+LeRobotDROIDDataConfig = LeRobotDroidDataConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -665,6 +682,14 @@ _CONFIGS = [
         policy_metadata=_ALOHA_RESET_POSE,
     ),
     TrainConfig(
+        name="pi0_aloha_tupperware",
+        data=LeRobotAlohaDataConfig(
+            assets=AssetsConfig(asset_id="trossen"),
+            default_prompt="open the tupperware and put the food on the plate",
+        ),
+        policy_metadata=_ALOHA_RESET_POSE,
+    ),
+    TrainConfig(
         name="pi0_droid",
         model=pi0.Pi0Config(action_horizon=10),
         data=LeRobotDroidDataConfig(
@@ -690,6 +715,42 @@ _CONFIGS = [
         data=LeRobotDroidDataConfig(
             assets=AssetsConfig(asset_id="droid"), base_config=DataConfig(prompt_from_task=True)
         ),
+    ),
+    #
+    # Inference configs of the RoboArena DROID baselines trained from PaliGemma (the binning and FSQ tokenizer ones
+    # are not here: their tokenizers are not).
+    #
+    TrainConfig(
+        # FAST tokens from the universal FAST+ tokenizer.
+        name="paligemma_fast_droid",
+        model=pi0_fast.Pi0FASTConfig(action_dim=8, action_horizon=15),
+        data=LeRobotDroidDataConfig(
+            assets=AssetsConfig(asset_id="droid"), base_config=DataConfig(prompt_from_task=True)
+        ),
+        weight_loader=weight_loaders.CheckpointWeightLoader(PI0_FAST_BASE_PARAMS),
+    ),
+    TrainConfig(
+        # FAST tokens from a tokenizer fitted on DROID.
+        name="paligemma_fast_specialist_droid",
+        model=pi0_fast.Pi0FASTConfig(
+            action_dim=8,
+            action_horizon=15,
+            fast_model_tokenizer=_tokenizer.FASTTokenizer,
+            fast_model_tokenizer_kwargs={"fast_tokenizer_path": "KarlP/fast_droid_specialist"},
+        ),
+        data=LeRobotDroidDataConfig(
+            assets=AssetsConfig(asset_id="droid"), base_config=DataConfig(prompt_from_task=True)
+        ),
+        weight_loader=weight_loaders.CheckpointWeightLoader(PI0_FAST_BASE_PARAMS),
+    ),
+    TrainConfig(
+        # A pi0-style flow-matching policy.
+        name="paligemma_diffusion_droid",
+        model=pi0.Pi0Config(action_horizon=10, action_dim=8),
+        data=LeRobotDroidDataConfig(
+            assets=AssetsConfig(asset_id="droid"), base_config=DataConfig(prompt_from_task=True)
+        ),
+        weight_loader=weight_loaders.CheckpointWeightLoader(PI0_BASE_PARAMS),
     ),
     #
     # Fine-tuning configs.

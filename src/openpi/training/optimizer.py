@@ -5,6 +5,8 @@ import dataclasses
 
 import optax
 
+from openpi.shared import array_typing as at
+
 
 @dataclasses.dataclass(frozen=True)
 class LRScheduleConfig(abc.ABC):
@@ -53,10 +55,13 @@ class RsqrtDecaySchedule(LRScheduleConfig):
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig(abc.ABC):
-    """Builds the parameter update rule for a given learning-rate schedule."""
+    """Builds the parameter update rule for a given learning-rate schedule; `weight_decay_mask` (a pytree of bools
+    shaped like the params) limits weight decay to the params it marks."""
 
     @abc.abstractmethod
-    def create(self, lr: optax.ScalarOrSchedule) -> optax.GradientTransformation: ...
+    def create(
+        self, lr: optax.ScalarOrSchedule, weight_decay_mask: at.PyTree | None = None
+    ) -> optax.GradientTransformation: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,24 +74,39 @@ class AdamW(OptimizerConfig):
     weight_decay: float = 1e-10
     clip_gradient_norm: float = 1.0
 
-    def create(self, lr: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+    def create(
+        self, lr: optax.ScalarOrSchedule, weight_decay_mask: at.PyTree | None = None
+    ) -> optax.GradientTransformation:
         return optax.chain(
             optax.clip_by_global_norm(self.clip_gradient_norm),
-            optax.adamw(lr, b1=self.b1, b2=self.b2, eps=self.eps, weight_decay=self.weight_decay),
+            optax.adamw(
+                lr, b1=self.b1, b2=self.b2, eps=self.eps, weight_decay=self.weight_decay, mask=weight_decay_mask
+            ),
         )
 
 
 @dataclasses.dataclass(frozen=True)
 class SGD(OptimizerConfig):
-    """Plain SGD with optional momentum."""
+    """Plain SGD with optional momentum (no weight decay)."""
 
     momentum: float = 0.9
     nesterov: bool = False
+    # Unused, as in the original: the learning rate comes from the train config's schedule.
+    lr: float = 5e-5
 
-    def create(self, lr: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+    def create(
+        self, lr: optax.ScalarOrSchedule, weight_decay_mask: at.PyTree | None = None
+    ) -> optax.GradientTransformation:
+        if weight_decay_mask is not None:
+            raise ValueError("weight_decay_mask: SGD has no weight decay; expected None")
         return optax.sgd(lr, momentum=self.momentum, nesterov=self.nesterov)
 
 
-def create_optimizer(optimizer: OptimizerConfig, lr_schedule: LRScheduleConfig) -> optax.GradientTransformation:
-    """The optimizer of a train config, driven by its learning-rate schedule."""
-    return optimizer.create(lr_schedule.create())
+def create_optimizer(
+    optimizer: OptimizerConfig, lr_schedule: LRScheduleConfig, weight_decay_mask: at.PyTree | None = None
+) -> optax.GradientTransformation:
+    """The optimizer of a train config, driven by its learning-rate schedule (weight decay limited to
+    `weight_decay_mask` when given)."""
+    if weight_decay_mask is None:
+        return optimizer.create(lr_schedule.create())
+    return optimizer.create(lr_schedule.create(), weight_decay_mask=weight_decay_mask)

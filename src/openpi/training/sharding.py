@@ -1,14 +1,22 @@
 """Device mesh and shardings: batches split over all devices, params optionally sharded (FSDP) over `fsdp_devices`."""
 
+from collections.abc import Iterator
+import contextlib
+import logging
 import os
 
 import jax
 import numpy as np
 
+logger = logging.getLogger(__name__)
+
 BATCH_AXIS = "batch"
 FSDP_AXIS = "fsdp"
 # Batches are split over both mesh axes, i.e. over every device.
 DATA_AXIS = (BATCH_AXIS, FSDP_AXIS)
+
+# The mesh `activation_sharding_constraint` lays activations out on (set by `set_mesh`).
+_active_mesh: jax.sharding.Mesh | None = None
 
 
 def make_mesh(num_fsdp_devices: int) -> jax.sharding.Mesh:
@@ -29,13 +37,43 @@ def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
 
-def fsdp_sharding(tree, mesh: jax.sharding.Mesh, *, min_size_bytes: int = 4 * 2**20):
-    """Shardings for a pytree of arrays (or shape structs): each array of at least `min_size_bytes` is split
-    along its largest axis divisible by the fsdp size; everything else (and all of it without FSDP) is
-    replicated."""
-    fsdp_size = mesh.shape[FSDP_AXIS]
+@contextlib.contextmanager
+def set_mesh(mesh: jax.sharding.Mesh) -> Iterator[None]:
+    """Makes `activation_sharding_constraint` lay activations out on `mesh` inside the block (not nestable)."""
+    global _active_mesh
+    if _active_mesh is not None:
+        raise ValueError("set_mesh: a mesh is already set; set_mesh blocks cannot be nested")
+    _active_mesh = mesh
+    try:
+        yield
+    finally:
+        _active_mesh = None
 
-    def choose(leaf) -> jax.sharding.NamedSharding:
+
+def activation_sharding_constraint(pytree):
+    """Constrains every array of `pytree` to be split along its leading (batch) axis over the mesh of `set_mesh`;
+    without one, returns `pytree` unchanged."""
+    if _active_mesh is None:
+        return pytree
+    return jax.lax.with_sharding_constraint(pytree, data_sharding(_active_mesh))
+
+
+def fsdp_sharding(
+    tree,
+    mesh: jax.sharding.Mesh,
+    *,
+    min_size_bytes: int = 4 * 2**20,
+    min_size_mbytes: float | None = None,
+    log: bool = False,
+):
+    """Shardings for a pytree of arrays (or shape structs): each array of at least `min_size_bytes` (or, the
+    original's unit, `min_size_mbytes` MiB) is split along its largest axis divisible by the fsdp size; everything
+    else (and all of it without FSDP) is replicated. `log` logs the choice for every array that is large enough."""
+    fsdp_size = mesh.shape[FSDP_AXIS]
+    if min_size_mbytes is not None:
+        min_size_bytes = int(min_size_mbytes * 2**20)
+
+    def choose(path, leaf) -> jax.sharding.NamedSharding:
         shape = getattr(leaf, "shape", ())
         if fsdp_size == 1 or not shape or np.prod(shape) * np.dtype(leaf.dtype).itemsize < min_size_bytes:
             return replicated(mesh)
@@ -43,10 +81,14 @@ def fsdp_sharding(tree, mesh: jax.sharding.Mesh, *, min_size_bytes: int = 4 * 2*
             if shape[axis] % fsdp_size == 0:
                 spec = [None] * len(shape)
                 spec[axis] = FSDP_AXIS
+                if log:
+                    logger.info("Sharding %s %s along axis %d", jax.tree_util.keystr(path), shape, axis)
                 return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
+        if log:
+            logger.warning("Replicating %s %s: no axis divisible by %d", jax.tree_util.keystr(path), shape, fsdp_size)
         return replicated(mesh)
 
-    return jax.tree.map(choose, tree)
+    return jax.tree_util.tree_map_with_path(choose, tree)
 
 
 def initialize_distributed() -> bool:

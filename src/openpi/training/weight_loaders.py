@@ -10,6 +10,7 @@ import numpy as np
 
 from openpi.models import model as _model
 from openpi.shared import array_typing as at
+from openpi.shared import download
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,21 @@ class CheckpointWeightLoader(WeightLoader):
     def load(self, params: at.Params) -> at.Params:
         loaded = _model.restore_params(self.params_path, restore_type=np.ndarray)
         return merge_params(loaded, params, missing_regex=self.missing_regex, source=self.params_path)
+
+
+@dataclasses.dataclass(frozen=True)
+class PaliGemmaWeightLoader(WeightLoader):
+    """Loads the released PaliGemma 3B weights (`pt_224`, big_vision layout) into the model's `PaliGemma` params;
+    every param PaliGemma lacks (the action expert, the action and time projections) keeps its initialisation."""
+
+    params_url: str = "gs://vertex-model-garden-paligemma-us/paligemma/pt_224.npz"
+
+    def load(self, params: at.Params) -> at.Params:
+        path = download.maybe_download(self.params_url, gs={"token": "anon"})
+        with path.open("rb") as f:
+            flat = dict(np.load(f, allow_pickle=False))
+        loaded = {"PaliGemma": flax.traverse_util.unflatten_dict(flat, sep="/")["params"]}
+        return merge_params(loaded, params, missing_regex=".*", source=self.params_url)
 
 
 def merge_params(loaded: at.Params, params: at.Params, *, missing_regex: str, source: str = "checkpoint") -> at.Params:
