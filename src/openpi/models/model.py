@@ -134,6 +134,16 @@ def preprocess_observation(
     return dataclasses.replace(observation, images=images, image_masks=masks)
 
 
+def check_model_fields(dtype: str, image_keys: Sequence[str], augmentation: str) -> None:
+    """Validates the fields every model config here shares: compute dtype, cameras and augmentation."""
+    if dtype not in ("bfloat16", "float32"):
+        raise ValueError(f"dtype: expected 'bfloat16' or 'float32', got {dtype!r}")
+    if not image_keys or len(set(image_keys)) != len(image_keys):
+        raise ValueError(f"image_keys: expected one or more distinct camera names, got {image_keys!r}")
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"augmentation: expected one of {AUGMENTATIONS}, got {augmentation!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class BaseModelConfig(abc.ABC):
     """Shared model config: sizes of the action chunk and prompt, plus construction and loading."""

@@ -109,12 +109,7 @@ class Pi0Config(_model.BaseModelConfig):
             object.__setattr__(self, "discrete_state_input", self.pi05)
         if self.discrete_state_input and not self.pi05:
             raise ValueError("discrete_state_input: only pi0.5 (pi05=True) reads the state from the prompt")
-        if self.dtype not in ("bfloat16", "float32"):
-            raise ValueError(f"dtype: expected 'bfloat16' or 'float32', got {self.dtype!r}")
-        if not self.image_keys or len(set(self.image_keys)) != len(self.image_keys):
-            raise ValueError(f"image_keys: expected one or more distinct camera names, got {self.image_keys!r}")
-        if self.augmentation not in _model.AUGMENTATIONS:
-            raise ValueError(f"augmentation: expected one of {_model.AUGMENTATIONS}, got {self.augmentation!r}")
+        _model.check_model_fields(self.dtype, self.image_keys, self.augmentation)
 
     @property
     def model_type(self) -> _model.ModelType:

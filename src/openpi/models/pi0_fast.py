@@ -50,12 +50,7 @@ class Pi0FASTConfig(_model.BaseModelConfig):
     augmentation: _model.Augmentation = "pi0"
 
     def __post_init__(self):
-        if self.dtype not in ("bfloat16", "float32"):
-            raise ValueError(f"dtype: expected 'bfloat16' or 'float32', got {self.dtype!r}")
-        if not self.image_keys or len(set(self.image_keys)) != len(self.image_keys):
-            raise ValueError(f"image_keys: expected one or more distinct camera names, got {self.image_keys!r}")
-        if self.augmentation not in _model.AUGMENTATIONS:
-            raise ValueError(f"augmentation: expected one of {_model.AUGMENTATIONS}, got {self.augmentation!r}")
+        _model.check_model_fields(self.dtype, self.image_keys, self.augmentation)
 
     @property
     def model_type(self) -> _model.ModelType:
