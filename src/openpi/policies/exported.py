@@ -19,6 +19,9 @@ the same rng gives the same output as the live model.
 The computation has a symbolic batch dimension and takes the weights as arguments (they are not baked in), and is
 lowered for CPU and CUDA both, so one artefact serves on either. Loading uses only `jax.export.deserialize` and orbax;
 no model code is imported.
+
+`ExportedModel.load` also reads the original openpi's exported models (a `graph` file beside an orbax checkpoint, the
+README's `s3://openpi-assets/exported/<name>/model`; see `exported_original`), told apart by their files.
 """
 
 from __future__ import annotations
@@ -282,6 +285,11 @@ class ExportedModel(_model.BaseModel):
         """Loads an exported model from a local, s3:// or gs:// directory, checking its format and integrity."""
         source = str(directory)
         local = download.maybe_download(source)
+        # Imported here: the original's layout is served by subclasses of this one.
+        from openpi.policies import exported_original
+
+        if not (local / METADATA_FILE).is_file() and exported_original.looks_original(local):
+            return exported_original.load(local, source)
         metadata = _read_metadata(local, source)
         model_class = (
             ExportedFASTModel if metadata["model_type"] == _model.ModelType.PI0_FAST.value else ExportedFlowModel
@@ -360,7 +368,7 @@ class ExportedModel(_model.BaseModel):
             image_keys=self.metadata["image_keys"],
             image_resolution=tuple(self.metadata["image_resolution"]),
         )
-        return _conform(_sampler_inputs(observation, self.model_type), input_avals(self.exported)[1], "observation")
+        return conform(_sampler_inputs(observation, self.model_type), input_avals(self.exported)[1], "observation")
 
     def compute_loss(self, rng, observation, actions, *, train=False):
         raise NotImplementedError("an exported model only samples actions; train from the original checkpoint")
@@ -373,16 +381,11 @@ class ExportedFlowModel(ExportedModel):
 
     def model_transforms(self) -> _transforms.Group:
         """Resize images to the model's resolution, tokenize the prompt (pi0.5: with the state), pad the state."""
-        height, width = self.metadata["image_resolution"]
-        tokenizer = _tokenizer.PaligemmaTokenizer(self.max_token_len, path=self._tokenizer_path())
-        return _transforms.Group(
-            inputs=[
-                _transforms.ResizeImages(height, width),
-                _transforms.TokenizePrompt(
-                    tokenizer, discrete_state_input=self.metadata.get("discrete_state_input", False)
-                ),
-                _transforms.PadStatesAndActions(self.action_dim),
-            ]
+        return flow_model_transforms(
+            self.metadata["image_resolution"],
+            _tokenizer.PaligemmaTokenizer(self.max_token_len, path=self._tokenizer_path()),
+            state_dim=self.action_dim,
+            discrete_state_input=self.metadata.get("discrete_state_input", False),
         )
 
     def sample_actions(
@@ -402,7 +405,7 @@ class ExportedFlowModel(ExportedModel):
         if noise is None:
             batch_size = observation.state.shape[0]
             noise = jax.random.normal(rng, (batch_size, self.action_horizon, self.action_dim))
-        noise = _conform(noise, input_avals(self.exported)[2], "noise")
+        noise = conform(noise, input_avals(self.exported)[2], "noise")
         return self.exported.call(self.params.get_value(), inputs, noise)
 
 
@@ -471,6 +474,25 @@ class ExportedFASTModel(ExportedModel):
         )
 
 
+def flow_model_transforms(
+    image_resolution: Sequence[int],
+    tokenizer: _tokenizer.PaligemmaTokenizer,
+    *,
+    state_dim: int,
+    discrete_state_input: bool = False,
+) -> _transforms.Group:
+    """The input transforms of an exported pi0 / pi0.5: resize images to `image_resolution` (height, width),
+    tokenize the prompt (pi0.5: with the state), zero-pad the state to `state_dim`."""
+    height, width = image_resolution
+    return _transforms.Group(
+        inputs=[
+            _transforms.ResizeImages(height, width),
+            _transforms.TokenizePrompt(tokenizer, discrete_state_input=discrete_state_input),
+            _transforms.PadStatesAndActions(state_dim),
+        ]
+    )
+
+
 def input_avals(exported: jax_export.Exported) -> tuple[Any, ...]:
     """Shapes and dtypes the computation takes: `(params, observation, noise)` for pi0 / pi0.5,
     `(params, observation, rng_key_data, temperature)` for pi0-FAST; batch axes symbolic."""
@@ -478,8 +500,9 @@ def input_avals(exported: jax_export.Exported) -> tuple[Any, ...]:
     return args
 
 
-def _conform(tree: Any, avals: Any, name: str) -> Any:
-    """Casts `tree`'s leaves to the exported dtypes after checking their shapes (all but the batch axis)."""
+def conform(tree: Any, avals: Any, name: str) -> Any:
+    """Casts `tree`'s leaves to the dtypes of `avals` after checking their entries and shapes (all but the batch
+    axis, the first of both); errors name the entry as `<name>[key]...`."""
     paths_and_leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
     aval_by_path = dict(jax.tree_util.tree_flatten_with_path(avals)[0])
     if set(aval_by_path) != {path for path, _ in paths_and_leaves}:
@@ -523,7 +546,10 @@ def _check_fields(metadata: dict[str, Any], fields: Mapping[str, type], source: 
 def _read_metadata(local: pathlib.Path, source: str) -> dict[str, Any]:
     path = local / METADATA_FILE
     if not path.is_file():
-        raise ExportedModelError(f"{source}: not an exported openpi model ({METADATA_FILE} is missing)")
+        raise ExportedModelError(
+            f"{source}: not an exported openpi model ({METADATA_FILE} of openpi's format, or graph of the "
+            "original's, is missing)"
+        )
     try:
         metadata = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -567,12 +593,17 @@ def _read_sampler(local: pathlib.Path, metadata: dict[str, Any], source: str) ->
             f"{source}/{SAMPLER_FILE}: cannot be deserialized by jax {jax.__version__} "
             f"(exported with jax {metadata.get('versions', {}).get('jax', 'unknown')}): {error}"
         ) from error
+    check_platform(exported, source)
+    return exported
+
+
+def check_platform(exported: jax_export.Exported, source: str) -> None:
+    """Raises `ExportedModelError` when the computation was not lowered for the platform JAX runs on."""
     platform = "cuda" if jax.default_backend() == "gpu" else jax.default_backend()
     if platform not in exported.platforms:
         raise ExportedModelError(
             f"{source}: exported for platforms {list(exported.platforms)}, which do not include {platform!r}"
         )
-    return exported
 
 
 def _read_params(local: pathlib.Path, expected: Any, source: str) -> _model.at.Params:
