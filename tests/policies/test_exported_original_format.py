@@ -270,6 +270,32 @@ def test_params_that_do_not_fit_the_graph_are_refused_naming_the_path(tiny, orig
         _exported.ExportedModel.load(broken)
 
 
+def test_checkpoint_entries_the_graph_does_not_take_are_left_unread(tiny, original_dir, tmp_path):
+    _, params = tiny
+    richer = tmp_path / "richer"
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        checkpointer.save(richer, {"params": {"decoder": params, "ema": {"w": np.ones(3)}}, "step": np.int32(7)})
+    shutil.copytree(original_dir / "processors", richer / "processors")
+    shutil.copy(original_dir / "graph", richer / "graph")
+    model = _exported.ExportedModel.load(richer)
+    assert set(model.params.get_value()) == {"decoder"}
+
+
+def test_damaged_checkpoint_is_refused_naming_it(original_dir, tmp_path):
+    broken = _copy(original_dir, tmp_path / "broken")
+    (broken / "_METADATA").write_text("{not json")
+    with pytest.raises(_exported.ExportedModelError, match=r"broken \(orbax checkpoint .*\): cannot be read"):
+        _exported.ExportedModel.load(broken)
+
+
+def test_images_reach_the_graph_as_the_pixels_they_were_made_from():
+    pixels = np.arange(256, dtype=np.uint8)
+    as_model_input = _model.Observation.from_dict(
+        {"image": {"cam": pixels}, "image_mask": {}, "state": np.zeros(1)}
+    ).images["cam"]
+    np.testing.assert_array_equal(exported_original._to_uint8(jnp.asarray(as_model_input)), pixels)
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [

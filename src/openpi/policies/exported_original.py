@@ -140,6 +140,8 @@ class OriginalExportedModel(_exported.ExportedModel):
             )
         key_data = key_data.astype(key_spec.dtype)
         example = _exported.conform(self._example(observation), _batched(example_spec, batch_size), "example")
+        if num_steps is not None and "num_steps" not in sample_spec:
+            raise _exported.ExportedModelError("num_steps: this exported graph takes no number of flow steps")
         sample_kwargs = {"num_steps": DEFAULT_NUM_STEPS if num_steps is None else num_steps}
         sample_kwargs = {name: jnp.asarray(sample_kwargs[name], spec.dtype) for name, spec in sample_spec.items()}
         params = self.params.get_value()
@@ -233,8 +235,8 @@ def _check_example_spec(spec: Any, source: str) -> tuple[list[str], list[int]]:
             f"{where}['image']: expected each camera with its '<camera>{_MASK_SUFFIX}', got {sorted(spec['image'])}"
         )
     shapes = {tuple(spec["image"][camera].shape) for camera in cameras}
-    (shape,) = shapes if len(shapes) == 1 else (None,)
-    if shape is None or len(shape) != 3 or shape[2] != 3:
+    shape = shapes.pop()
+    if shapes or len(shape) != 3 or shape[2] != 3:
         raise _exported.ExportedModelError(
             f"{where}['image']: expected all cameras of one shape (height, width, 3), got "
             f"{ {camera: spec['image'][camera].shape for camera in cameras} }"
@@ -284,21 +286,25 @@ def _read_params(local: pathlib.Path, spec: Any, source: str) -> _model.at.Param
     try:
         with ocp.PyTreeCheckpointer() as checkpointer:
             metadata = checkpointer.metadata(local)
-            tree = getattr(getattr(metadata, "item_metadata", metadata), "tree", metadata)
-            if "params" not in tree:
-                raise _exported.ExportedModelError(f"{where}: no top-level 'params' item, got {sorted(tree)}")
-            try:
-                _model.check_param_tree(spec, _known_leaves(tree["params"], spec))
-            except ValueError as error:
-                raise _exported.ExportedModelError(f"{where}: {error}") from None
-            sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-            item = {"params": spec}
-            restore_args = jax.tree.map(lambda leaf: ocp.ArrayRestoreArgs(dtype=leaf.dtype, sharding=sharding), item)
+    except Exception as error:  # orbax raises many kinds of errors for damaged files
+        raise _exported.ExportedModelError(f"{where}: cannot be read: {error}") from error
+    stored = getattr(getattr(metadata, "item_metadata", metadata), "tree", metadata)
+    if not isinstance(stored, Mapping):
+        raise _exported.ExportedModelError(f"{where}: cannot be read (orbax finds no tree metadata in it)")
+    if "params" not in stored:
+        raise _exported.ExportedModelError(f"{where}: expected a top-level 'params' item, got {sorted(stored)}")
+    try:
+        _model.check_param_tree(spec, _known_leaves(stored["params"], spec))
+    except ValueError as error:
+        raise _exported.ExportedModelError(f"{where}: {error}") from None
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    item = {"params": spec}
+    restore_args = jax.tree.map(lambda leaf: ocp.ArrayRestoreArgs(dtype=leaf.dtype, sharding=sharding), item)
+    try:
+        with ocp.PyTreeCheckpointer() as checkpointer:
             restored = checkpointer.restore(
                 local, ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
             )
-    except _exported.ExportedModelError:
-        raise
     except Exception as error:  # orbax and tensorstore raise many kinds of errors for damaged files
         raise _exported.ExportedModelError(f"{where}: cannot be read: {error}") from error
     return restored["params"]
