@@ -1,7 +1,7 @@
 """Serves a policy to robots over websockets: a training checkpoint, an exported model, or the env's default.
 
-    uv run scripts/serve_policy.py --env LIBERO --default_prompt "my task"           # the env's default pi0
-    uv run scripts/serve_policy.py --env DROID policy:default --policy.model-type PI05  # ... its pi0.5 (or PI0_FAST)
+    uv run scripts/serve_policy.py --env LIBERO --default_prompt "my task"           # the env's exported pi0 model
+    uv run scripts/serve_policy.py --env DROID policy:default --policy.model-type PI05  # its pi0.5 checkpoint
     uv run scripts/serve_policy.py --env ALOHA_SIM policy:checkpoint --policy.config=pi0_aloha_sim \\
         --policy.dir=checkpoints/pi0_aloha_sim/exp_name/10000
     uv run scripts/serve_policy.py --env ALOHA policy:exported --policy.dir=s3://openpi-assets/exported/pi0_aloha/model
@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import dataclasses
 import enum
 import logging
+from typing import Any
 
 import tyro
 
@@ -24,7 +26,9 @@ from openpi.policies import exported as _exported
 from openpi.policies import libero_policy
 from openpi.policies import policy as _policy
 from openpi.policies import policy_config as _policy_config
+from openpi.policies import ur5_policy
 from openpi.serving import websocket_policy_server
+from openpi.shared import accelerator
 from openpi.shared import compilation_cache
 from openpi.training import config as _config
 from openpi_client import base_policy as _base_policy
@@ -38,6 +42,8 @@ class EnvMode(enum.Enum):
     DROID = "droid"
     CALVIN = "calvin"
     LIBERO = "libero"
+    # The README guide's own robot: a UR5e arm with a gripper, a base and a wrist camera.
+    UR5 = "ur5"
 
 
 @dataclasses.dataclass
@@ -52,7 +58,7 @@ class Checkpoint:
 
 @dataclasses.dataclass
 class Exported:
-    """Load an exported model (pi0, pi0.5 or pi0-FAST); the data transforms are the env's default policy's."""
+    """Load an exported model (pi0, pi0.5 or pi0-FAST); the data transforms are the env's (`create_default_policy`)."""
 
     # Exported model directory, local or s3:// / gs:// (e.g. "s3://openpi-assets/exported/pi0_aloha/model").
     dir: str
@@ -63,10 +69,12 @@ class Exported:
 
 @dataclasses.dataclass
 class Default:
-    """Serve the env's default checkpoint of a model family (see DEFAULT_CHECKPOINTS)."""
+    """Serve the env's default policy: its exported pi0 model of the README's table (DEFAULT_EXPORTED), or with
+    --policy.model-type PI05 / PI0_FAST its pi0.5 / pi0-FAST checkpoint (DEFAULT_CHECKPOINTS)."""
 
-    # Model family. PI0: every env's pi0 checkpoint. PI05 (pi0.5): pi05_droid (DROID), pi05_libero (LIBERO),
-    # pi05_aloha on pi05_base (ALOHA). PI0_FAST (pi0-FAST): pi0_fast_droid (DROID), pi0_fast_libero (LIBERO).
+    # Model family. PI0: the env's exported model (pi0_aloha, pi0_aloha_sim, pi0_droid, pi0_calvin, pi0_libero).
+    # PI05 (pi0.5): pi05_droid (DROID), pi05_libero (LIBERO), pi05_aloha on pi05_base (ALOHA).
+    # PI0_FAST (pi0-FAST): pi0_fast_droid (DROID), pi0_fast_libero (LIBERO).
     model_type: _model.ModelType = _model.ModelType.PI0
 
 
@@ -94,46 +102,20 @@ class Args:
     # Largest request frame accepted, in bytes; None: no limit.
     max_frame_bytes: int | None = None
 
-    # How to load the policy; without a subcommand, the env's default pi0 checkpoint (`policy:default
-    # --policy.model-type PI05` or `PI0_FAST` picks the env's pi0.5 or pi0-FAST one instead).
+    # Serve a checkpoint that carries no norm stats (assets/<asset_id>/norm_stats.json) unnormalized instead of
+    # refusing it. Configs without an asset id (trained on random data, e.g. debug_fake) never have any and serve
+    # unnormalized without this flag.
+    allow_unnormalized: bool = False
+    # Run on the CPU although an NVIDIA GPU is visible (JAX installed without CUDA); without it the server stops
+    # at start and names the fix (`uv sync --extra cuda`, or `--extra cuda13` for CUDA 13 drivers).
+    allow_cpu: bool = False
+
+    # How to load the policy. Without a subcommand: the env's exported pi0 model of the README's table; `policy:default
+    # --policy.model-type PI05` or `PI0_FAST` serves the env's pi0.5 or pi0-FAST checkpoint instead.
     policy: Checkpoint | Exported | Default = dataclasses.field(default_factory=Default)
 
 
-# The checkpoint each env serves when no policy is given, per model family (`policy:default --policy.model-type`).
-# pi0 is the default family; pi0.5 and pi0-FAST have checkpoints for some envs only.
-DEFAULT_CHECKPOINTS: dict[_model.ModelType, dict[EnvMode, Checkpoint]] = {
-    _model.ModelType.PI0: {
-        EnvMode.ALOHA: Checkpoint(config="pi0_aloha", dir="s3://openpi-assets/checkpoints/pi0_base"),
-        EnvMode.ALOHA_SIM: Checkpoint(config="pi0_aloha_sim", dir="s3://openpi-assets/checkpoints/pi0_aloha_sim"),
-        EnvMode.DROID: Checkpoint(config="pi0_droid", dir="s3://openpi-assets/checkpoints/pi0_droid"),
-        EnvMode.CALVIN: Checkpoint(config="pi0_calvin", dir="s3://openpi-assets/checkpoints/pi0_calvin"),
-        EnvMode.LIBERO: Checkpoint(config="pi0_libero", dir="s3://openpi-assets/checkpoints/pi0_libero"),
-    },
-    _model.ModelType.PI05: {
-        EnvMode.ALOHA: Checkpoint(config="pi05_aloha", dir="s3://openpi-assets/checkpoints/pi05_base"),
-        EnvMode.DROID: Checkpoint(config="pi05_droid", dir="s3://openpi-assets/checkpoints/pi05_droid"),
-        EnvMode.LIBERO: Checkpoint(config="pi05_libero", dir="s3://openpi-assets/checkpoints/pi05_libero"),
-    },
-    _model.ModelType.PI0_FAST: {
-        EnvMode.DROID: Checkpoint(config="pi0_fast_droid", dir="s3://openpi-assets/checkpoints/pi0_fast_droid"),
-        EnvMode.LIBERO: Checkpoint(config="pi0_fast_libero", dir="s3://openpi-assets/checkpoints/pi0_fast_libero"),
-    },
-}
-
-
-def default_checkpoint(env: EnvMode, model_type: _model.ModelType = _model.ModelType.PI0) -> Checkpoint:
-    """The env's default checkpoint of `model_type`; the error lists the envs that family has one for."""
-    checkpoints = DEFAULT_CHECKPOINTS[model_type]
-    if env not in checkpoints:
-        available = ", ".join(mode.name for mode in checkpoints)
-        raise ValueError(
-            f"--policy.model-type {model_type.name}: no default checkpoint for --env {env.name}; this family has "
-            f"one for {available}. Serve another checkpoint with policy:checkpoint --policy.config=... --policy.dir=..."
-        )
-    return checkpoints[env]
-
-
-# The exported models of the README (name → directory).
+# The README's exported models (name → directory); all are pi0.
 EXPORTED_MODELS: dict[str, str] = {
     name: f"s3://openpi-assets/exported/{name}/model"
     for name in (
@@ -147,7 +129,8 @@ EXPORTED_MODELS: dict[str, str] = {
     )
 }
 
-# Each env's exported model and its processor (the default for `policy:exported --policy.processor`).
+# Each env's default policy, an exported model of the README's table, and its processor (also the default of
+# `policy:exported --policy.processor`). A robot pi0 was not trained on (e.g. UR5) has none.
 DEFAULT_EXPORTED: dict[EnvMode, Exported] = {
     EnvMode.ALOHA: Exported(dir=EXPORTED_MODELS["pi0_aloha"], processor="trossen_biarm_single_base_cam_24dim"),
     EnvMode.ALOHA_SIM: Exported(dir=EXPORTED_MODELS["pi0_aloha_sim"], processor="huggingface_aloha_sim_transfer_cube"),
@@ -156,45 +139,123 @@ DEFAULT_EXPORTED: dict[EnvMode, Exported] = {
     EnvMode.LIBERO: Exported(dir=EXPORTED_MODELS["pi0_libero"], processor="libero"),
 }
 
+# The checkpoints of the families without exported models (`policy:default --policy.model-type`), per env.
+DEFAULT_CHECKPOINTS: dict[_model.ModelType, dict[EnvMode, Checkpoint]] = {
+    _model.ModelType.PI05: {
+        EnvMode.ALOHA: Checkpoint(config="pi05_aloha", dir="s3://openpi-assets/checkpoints/pi05_base"),
+        EnvMode.DROID: Checkpoint(config="pi05_droid", dir="s3://openpi-assets/checkpoints/pi05_droid"),
+        EnvMode.LIBERO: Checkpoint(config="pi05_libero", dir="s3://openpi-assets/checkpoints/pi05_libero"),
+    },
+    _model.ModelType.PI0_FAST: {
+        EnvMode.DROID: Checkpoint(config="pi0_fast_droid", dir="s3://openpi-assets/checkpoints/pi0_fast_droid"),
+        EnvMode.LIBERO: Checkpoint(config="pi0_fast_libero", dir="s3://openpi-assets/checkpoints/pi0_fast_libero"),
+    },
+}
+
+_SERVE_A_CHECKPOINT = "Serve a checkpoint with policy:checkpoint --policy.config=... --policy.dir=..."
+
+
+def default_exported(env: EnvMode) -> Exported:
+    """The env's exported model; the error lists the envs that have one."""
+    if env not in DEFAULT_EXPORTED:
+        available = ", ".join(mode.name for mode in DEFAULT_EXPORTED)
+        raise ValueError(
+            f"--env {env.name}: no default exported model (the README's table has models for {available}). "
+            f"{_SERVE_A_CHECKPOINT}, or an exported model with policy:exported --policy.dir=..."
+        )
+    return DEFAULT_EXPORTED[env]
+
+
+def default_checkpoint(env: EnvMode, model_type: _model.ModelType) -> Checkpoint:
+    """The env's default checkpoint of `model_type` (PI05 or PI0_FAST); the error lists the envs it has one for."""
+    checkpoints = DEFAULT_CHECKPOINTS.get(model_type, {})
+    if env not in checkpoints:
+        available = ", ".join(mode.name for mode in checkpoints) or "no env"
+        raise ValueError(
+            f"--policy.model-type {model_type.name}: no default checkpoint for --env {env.name}; this family has "
+            f"one for {available}. {_SERVE_A_CHECKPOINT}"
+        )
+    return checkpoints[env]
+
 
 _ALOHA_DELTA_MASK = _transforms.make_bool_mask(6, -1, 6, -1)
 
 
-def env_data_transforms(
-    env: EnvMode, model_type: _model.ModelType = _model.ModelType.PI0, model_action_dim: int | None = None
-) -> _transforms.Group:
-    """The robot transforms of the env's default policy for a model family, used with exported models.
+def create_default_policy(
+    env: EnvMode, *, default_prompt: str | None = None, exported: Exported | None = None
+) -> _policy.Policy:
+    """The policy of an exported model for `env`: `exported`, else the env's model of DEFAULT_EXPORTED.
 
-    The cameras go to the family's slots; pi0-FAST, which has no padding model transform, pads the state to
-    `model_action_dim` here, as its train configs do. The exported ALOHA model acts in joint deltas (grippers
-    absolute); all ALOHA models act in the pi runtime's joint space (`adapt_to_pi`).
+    Norm stats come from a processor of the model (`exported.processor`, else the env's default processor of
+    DEFAULT_EXPORTED if the model has it, else its only one); the robot transforms from the env's case below, which takes the model's
+    action dim (pi0-FAST pads the state there; pi0 and pi0.5 pad again, harmlessly, after normalization) and model
+    type (its camera slots). A new robot adds its case here, as the README guide's UR5 does.
     """
-    action_dim = model_action_dim if model_type == _model.ModelType.PI0_FAST else None
+    processor = exported.processor if exported else None
+    default_processor = DEFAULT_EXPORTED[env].processor if env in DEFAULT_EXPORTED else None
+    model = _exported.ExportedModel.load((exported or default_exported(env)).dir)
+
+    def make_policy_config(
+        input_layers: Sequence[_transforms.DataTransformFn],
+        output_layers: Sequence[_transforms.DataTransformFn],
+        sample_kwargs: dict[str, Any] | None = None,
+    ) -> _policy_config.PolicyConfig:
+        """`model` with the robot's input transforms (`input_layers`) and output transforms (`output_layers`)."""
+        return _policy_config.make_exported_policy_config(
+            model,
+            data_transforms=_transforms.Group(inputs=input_layers, outputs=output_layers),
+            processor=processor,
+            default_processor=default_processor,
+            default_prompt=default_prompt,
+            sample_kwargs=sample_kwargs,
+        )
+
     match env:
         case EnvMode.ALOHA:
-            return _transforms.Group(
-                inputs=[aloha_policy.AlohaInputs(action_dim=action_dim), _transforms.DeltaActions(_ALOHA_DELTA_MASK)],
-                outputs=[_transforms.AbsoluteActions(_ALOHA_DELTA_MASK), aloha_policy.AlohaOutputs()],
+            # The exported ALOHA model acts in joint deltas (grippers absolute), in the pi runtime's joint space.
+            config = make_policy_config(
+                input_layers=[
+                    aloha_policy.AlohaInputs(action_dim=model.action_dim),
+                    _transforms.DeltaActions(_ALOHA_DELTA_MASK),
+                ],
+                output_layers=[
+                    _transforms.AbsoluteActions(_ALOHA_DELTA_MASK),
+                    aloha_policy.AlohaOutputs(),
+                ],
             )
         case EnvMode.ALOHA_SIM:
-            return _transforms.Group(
-                inputs=[aloha_policy.AlohaInputs(action_dim=action_dim)], outputs=[aloha_policy.AlohaOutputs()]
+            config = make_policy_config(
+                input_layers=[aloha_policy.AlohaInputs(action_dim=model.action_dim)],
+                output_layers=[aloha_policy.AlohaOutputs()],
             )
         case EnvMode.DROID:
-            return _transforms.Group(
-                inputs=[droid_policy.DroidInputs(action_dim=action_dim, model_type=model_type)],
-                outputs=[droid_policy.DroidOutputs()],
+            config = make_policy_config(
+                input_layers=[droid_policy.DroidInputs(action_dim=model.action_dim, model_type=model.model_type)],
+                output_layers=[droid_policy.DroidOutputs()],
             )
         case EnvMode.CALVIN:
-            return _transforms.Group(
-                inputs=[calvin_policy.CalvinInputs(action_dim=action_dim)], outputs=[calvin_policy.CalvinOutputs()]
+            config = make_policy_config(
+                input_layers=[calvin_policy.CalvinInputs(action_dim=model.action_dim)],
+                output_layers=[calvin_policy.CalvinOutputs()],
             )
         case EnvMode.LIBERO:
-            return _transforms.Group(
-                inputs=[libero_policy.LiberoInputs(action_dim=action_dim, model_type=model_type)],
-                outputs=[libero_policy.LiberoOutputs()],
+            config = make_policy_config(
+                input_layers=[libero_policy.LiberoInputs(action_dim=model.action_dim, model_type=model.model_type)],
+                output_layers=[libero_policy.LiberoOutputs()],
             )
-    raise ValueError(f"env: expected one of {[mode.name for mode in EnvMode]}, got {env!r}")
+        case EnvMode.UR5:
+            config = make_policy_config(
+                input_layers=[
+                    ur5_policy.UR5Inputs(action_dim=model.action_dim),
+                ],
+                output_layers=[
+                    ur5_policy.UR5Outputs(),
+                ],
+            )
+        case _:
+            raise ValueError(f"env: expected one of {[mode.name for mode in EnvMode]}, got {env!r}")
+
+    return _policy_config.create_policy(config)
 
 
 def create_policy(args: Args) -> _policy.Policy:
@@ -202,26 +263,28 @@ def create_policy(args: Args) -> _policy.Policy:
     match args.policy:
         case Checkpoint(config=config_name, dir=checkpoint_dir):
             return _policy_config.create_trained_policy(
-                _config.get_config(config_name), checkpoint_dir, default_prompt=args.default_prompt
-            )
-        case Exported(dir=exported_dir, processor=processor):
-            model = _exported.ExportedModel.load(exported_dir)
-            return _policy_config.create_exported_policy(
-                model,
-                data_transforms=env_data_transforms(args.env, model.model_type, model.action_dim),
-                processor=processor,
-                default_processor=DEFAULT_EXPORTED[args.env].processor,
+                _config.get_config(config_name),
+                checkpoint_dir,
                 default_prompt=args.default_prompt,
+                allow_unnormalized=args.allow_unnormalized,
             )
+        case Exported():
+            return create_default_policy(args.env, default_prompt=args.default_prompt, exported=args.policy)
+        case Default(model_type=_model.ModelType.PI0):
+            return create_default_policy(args.env, default_prompt=args.default_prompt)
         case Default(model_type=model_type):
             checkpoint = default_checkpoint(args.env, model_type)
             return _policy_config.create_trained_policy(
-                _config.get_config(checkpoint.config), checkpoint.dir, default_prompt=args.default_prompt
+                _config.get_config(checkpoint.config),
+                checkpoint.dir,
+                default_prompt=args.default_prompt,
+                allow_unnormalized=args.allow_unnormalized,
             )
     raise TypeError(f"policy: expected checkpoint, exported or default, got {args.policy!r}")
 
 
 def main(args: Args) -> None:
+    accelerator.ensure_gpu_used(allow_cpu=args.allow_cpu)
     compilation_cache.enable()
     policy: _base_policy.BasePolicy = create_policy(args)
     metadata = policy.metadata

@@ -3,7 +3,7 @@ their exports, serve_policy.py running as a real subprocess, and the published o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 import importlib.util
 import os
 import pathlib
@@ -137,7 +137,10 @@ def in_debug_env(debug_env, monkeypatch) -> None:
 
 
 def load_script(name: str) -> types.ModuleType:
-    """Imports `scripts/<name>.py` as a module (for its tables and functions)."""
+    """Imports `scripts/<name>.py` as a module (for its tables and functions), once per session: every test module
+    gets the same classes, which tyro resolves through the module's `sys.modules` entry."""
+    if (loaded := sys.modules.get(f"openpi_scripts_{name}")) is not None:
+        return loaded
     spec = importlib.util.spec_from_file_location(f"openpi_scripts_{name}", REPO / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclass type hints are resolved through the module's entry
@@ -153,8 +156,9 @@ def free_port() -> int:
 
 @pytest.fixture
 def serve_policy_process(debug_env, tmp_path) -> Iterator[Callable[..., websocket_client_policy.WebsocketClientPolicy]]:
-    """Returns `serve(*args, env=None, port=None) -> client`: runs `scripts/serve_policy.py --port <port> *args` (in
-    `env`, default the debug env; `port` default a free one) and connects to it; the server's output goes to
+    """Returns `serve(*args, env=None, port=None, command=None) -> client`: runs `scripts/serve_policy.py --port
+    <port> *args` (in `env`, default the debug env; `port` default a free one; `command` replaces
+    `[python, scripts/serve_policy.py]`) and connects to it; the server's output goes to
     `tmp_path / "server_<port>.log"`.
 
     Servers are stopped with SIGTERM (graceful shutdown) afterwards and must exit cleanly.
@@ -162,13 +166,14 @@ def serve_policy_process(debug_env, tmp_path) -> Iterator[Callable[..., websocke
     started: list[tuple[subprocess.Popen, websocket_client_policy.WebsocketClientPolicy]] = []
 
     def serve(
-        *args: str, env: dict[str, str] | None = None, port: int | None = None
+        *args: str, env: dict[str, str] | None = None, port: int | None = None, command: Sequence[str] | None = None
     ) -> websocket_client_policy.WebsocketClientPolicy:
         port = free_port() if port is None else port
         log_path = tmp_path / f"server_{port}.log"
         log = open(log_path, "wb")  # noqa: SIM115 - closed with the process below
+        command = [sys.executable, str(REPO / "scripts" / "serve_policy.py")] if command is None else list(command)
         process = subprocess.Popen(
-            [sys.executable, str(REPO / "scripts" / "serve_policy.py"), f"--port={port}", *args],
+            [*command, f"--port={port}", *args],
             cwd=tmp_path,
             env=debug_env if env is None else env,
             stdout=log,

@@ -74,8 +74,8 @@ def test_served_exported_model_answers_like_the_exported_policy_in_process(
     assert client.get_server_metadata()["processor"] == DEBUG_PROCESSOR
     observation = _observations(1)[0]
     served = client.infer(observation)
-    local = policy_config.create_exported_policy(
-        exported_debug, data_transforms=serve_policy.env_data_transforms(serve_policy.EnvMode.ALOHA_SIM)
+    local = serve_policy.create_default_policy(
+        serve_policy.EnvMode.ALOHA_SIM, exported=serve_policy.Exported(dir=str(exported_debug))
     )
     np.testing.assert_allclose(served["actions"], local.infer(observation)["actions"], atol=ATOL)
 

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tyro
 
-from openpi import transforms
 from openpi.models import model as _model
-from openpi.models import pi0_fast
 from openpi.policies import aloha_policy
 from openpi.policies import calvin_policy
 from openpi.policies import droid_policy
 from openpi.policies import libero_policy
 from openpi.policies import policy_config
+from openpi.policies import ur5_policy
 from openpi.shared import download
 from openpi.training import config as _config
+from shared import test_accelerator
 
+from .conftest import REPO
 from .conftest import load_script
 
 serve_policy = load_script("serve_policy")
@@ -95,12 +100,12 @@ def test_cli_server_options_reach_the_args():
     assert (args.max_batch_size, args.max_wait_ms, args.max_frame_bytes) == (16, 2.5, 1_000_000)
 
 
-def test_env_names_are_the_five_of_the_readme():
-    assert [env.name for env in serve_policy.EnvMode] == ["ALOHA", "ALOHA_SIM", "DROID", "CALVIN", "LIBERO"]
+def test_env_names_are_the_five_of_the_readme_and_its_guides_ur5():
+    assert [env.name for env in serve_policy.EnvMode] == ["ALOHA", "ALOHA_SIM", "DROID", "CALVIN", "LIBERO", "UR5"]
 
 
-def test_every_env_has_a_default_pi0_checkpoint_and_every_default_config_exists():
-    assert set(serve_policy.DEFAULT_CHECKPOINTS[ModelType.PI0]) == set(serve_policy.EnvMode)
+def test_every_default_checkpoint_is_of_its_family_and_its_config_exists():
+    assert set(serve_policy.DEFAULT_CHECKPOINTS) == {ModelType.PI05, ModelType.PI0_FAST}
     for model_type, checkpoints in serve_policy.DEFAULT_CHECKPOINTS.items():
         for checkpoint in checkpoints.values():
             assert _config.get_config(checkpoint.config).model.model_type == model_type
@@ -120,11 +125,11 @@ def test_pi05_and_fast_defaults_are_the_original_checkpoints():
     )
 
 
-def test_every_env_has_a_default_exported_model_of_the_readme_table_and_a_processor():
+def test_every_env_of_the_readme_has_a_default_exported_model_of_its_table_and_a_processor():
     assert sorted(serve_policy.EXPORTED_MODELS) == sorted(
         ["pi0_base", "pi0_aloha", "pi0_aloha_towel", "pi0_aloha_sim", "pi0_droid", "pi0_calvin", "pi0_libero"]
     )
-    assert set(serve_policy.DEFAULT_EXPORTED) == set(serve_policy.EnvMode)
+    assert set(serve_policy.DEFAULT_EXPORTED) == set(serve_policy.EnvMode) - {serve_policy.EnvMode.UR5}
     for name, directory in serve_policy.EXPORTED_MODELS.items():
         assert directory == f"s3://openpi-assets/exported/{name}/model"
     for exported in serve_policy.DEFAULT_EXPORTED.values():
@@ -133,12 +138,23 @@ def test_every_env_has_a_default_exported_model_of_the_readme_table_and_a_proces
     assert serve_policy.DEFAULT_EXPORTED[serve_policy.EnvMode.ALOHA].processor == "trossen_biarm_single_base_cam_24dim"
 
 
-def test_without_a_subcommand_the_env_default_pi0_checkpoint_is_loaded(monkeypatch, tmp_path):
-    monkeypatch.setenv("OPENPI_DATA_HOME", str(tmp_path))
-    monkeypatch.setenv("OPENPI_OFFLINE", "1")
-    args = tyro.cli(serve_policy.Args, args=["--env", "LIBERO"])
+@pytest.mark.slow
+def test_without_a_subcommand_the_env_exported_model_of_the_readme_table_is_served(exported_debug, anonymous_s3):
+    # The bucket holds the debug export where the README's table has pi0_aloha_sim.
+    anonymous_s3.publish_directory(exported_debug, "openpi-assets", "exported/pi0_aloha_sim/model")
+    args = tyro.cli(serve_policy.Args, args=["--env", "ALOHA_SIM", "--default_prompt", "my task"])
     assert args.policy == serve_policy.Default(model_type=ModelType.PI0)
-    with pytest.raises(download.OfflineCacheMissError, match=r"s3://openpi-assets/checkpoints/pi0_libero"):
+    policy = serve_policy.create_policy(args)
+    # Its processor is the only one: the env's default (huggingface_aloha_sim_transfer_cube) is not among them.
+    assert policy.metadata["processor"] == "openpi/debug_aloha"
+    observation = _aloha_observation(0)
+    del observation["prompt"]
+    assert policy.infer(observation)["actions"].shape == (10, aloha_policy.ALOHA_DIM)
+
+
+def test_an_env_without_an_exported_model_has_no_default_policy_and_says_what_to_serve():
+    args = tyro.cli(serve_policy.Args, args=["--env", "UR5"])
+    with pytest.raises(ValueError, match=r"--env UR5: no default exported model .* policy:checkpoint"):
         serve_policy.create_policy(args)
 
 
@@ -165,34 +181,56 @@ def test_family_without_a_checkpoint_for_the_env_is_an_error_listing_its_envs():
         serve_policy.create_policy(args)
 
 
-def test_help_documents_the_model_family_switch(capsys):
+def test_help_documents_the_default_policy_the_model_family_switch_and_the_flags(capsys):
     with pytest.raises(SystemExit):
         tyro.cli(serve_policy.Args, args=["policy:default", "--help"])
     help_text = capsys.readouterr().out
-    assert "--policy.model-type" in help_text
-    assert "PI05" in help_text
-    assert "PI0_FAST" in help_text
+    for part in ("--policy.model-type", "PI05", "PI0_FAST", "DEFAULT_EXPORTED", "DEFAULT_CHECKPOINTS"):
+        assert part in help_text
+    with pytest.raises(SystemExit):
+        tyro.cli(serve_policy.Args, args=["--help"])
+    help_text = capsys.readouterr().out
+    for part in ("--allow-unnormalized", "norm_stats.json", "--allow-cpu", "uv sync --extra cuda"):
+        assert part in help_text
 
 
-@pytest.mark.parametrize(
-    ("env", "example", "action_dim"),
-    [
-        ("ALOHA", aloha_policy.make_aloha_example, aloha_policy.ALOHA_DIM),
-        ("ALOHA_SIM", aloha_policy.make_aloha_example, aloha_policy.ALOHA_DIM),
-        ("DROID", droid_policy.make_droid_example, droid_policy.DROID_ACTION_DIM),
-        ("CALVIN", calvin_policy.make_calvin_example, calvin_policy.CALVIN_ACTION_DIM),
-        ("LIBERO", libero_policy.make_libero_example, libero_policy.LIBERO_ACTION_DIM),
-    ],
-)
-@pytest.mark.parametrize("model_type", [ModelType.PI0, ModelType.PI05, ModelType.PI0_FAST])
-def test_env_data_transforms_take_the_env_observations_and_give_its_actions(env, example, action_dim, model_type):
-    group = serve_policy.env_data_transforms(serve_policy.EnvMode[env], model_type, model_action_dim=32)
-    inputs = transforms.compose(group.inputs)(example())
-    expected_cameras = pi0_fast.FAST_IMAGE_KEYS if model_type == ModelType.PI0_FAST else _model.IMAGE_KEYS
-    if env in ("DROID", "LIBERO"):  # the robots with pi0-FAST camera slots; the others keep pi0's
-        assert set(inputs["image"]) == set(expected_cameras)
-    # pi0-FAST pads the state here (it has no padding model transform); pi0 and pi0.5 after normalization.
-    padded = inputs["state"].shape[-1] == 32
-    assert padded == (model_type == ModelType.PI0_FAST)
-    model_outputs = {"state": inputs["state"], "actions": np.zeros((10, 32), np.float32)}
-    assert transforms.compose(group.outputs)(model_outputs)["actions"].shape == (10, action_dim)
+# Each env's example observation and its robot's action dim.
+ENV_EXAMPLES = {
+    "ALOHA": (aloha_policy.make_aloha_example, aloha_policy.ALOHA_DIM),
+    "ALOHA_SIM": (aloha_policy.make_aloha_example, aloha_policy.ALOHA_DIM),
+    "DROID": (droid_policy.make_droid_example, droid_policy.DROID_ACTION_DIM),
+    "CALVIN": (calvin_policy.make_calvin_example, calvin_policy.CALVIN_ACTION_DIM),
+    "LIBERO": (libero_policy.make_libero_example, libero_policy.LIBERO_ACTION_DIM),
+    "UR5": (ur5_policy.make_ur5_example, ur5_policy.UR5_DIM),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env", list(ENV_EXAMPLES))
+def test_each_envs_default_policy_takes_its_observations_and_gives_its_actions(exported_debug, env):
+    policy = serve_policy.create_default_policy(
+        serve_policy.EnvMode[env], exported=serve_policy.Exported(dir=str(exported_debug))
+    )
+    make_example, action_dim = ENV_EXAMPLES[env]
+    assert policy.infer(make_example())["actions"].shape == (10, action_dim)
+
+
+def test_serve_policy_stops_at_start_on_an_idle_gpu_and_goes_on_with_allow_cpu(tmp_path):
+    bin_dir = tmp_path / "bin"
+    test_accelerator._fake_nvidia_smi(bin_dir, test_accelerator.H100)
+    env = {key: value for key, value in os.environ.items() if key != "JAX_PLATFORMS"}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    # UR5 has no default policy, so a server let past the GPU check stops at the next step, cheaply.
+    command = [sys.executable, str(REPO / "scripts" / "serve_policy.py"), "--env", "UR5"]
+    stopped = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert stopped.returncode != 0
+    last_line = stopped.stderr.strip().splitlines()[-1]
+    for part in ("NVIDIA H100", "uv sync --extra cuda", "--allow-cpu"):
+        assert part in last_line
+    assert "Traceback" not in stopped.stderr
+
+    allowed = subprocess.run(
+        [*command, "--allow-cpu"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "running on the CPU as --allow-cpu asks" in allowed.stderr
+    assert "--env UR5: no default exported model" in allowed.stderr.strip().splitlines()[-1]

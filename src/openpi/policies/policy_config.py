@@ -24,6 +24,10 @@ logger = logging.getLogger(__name__)
 NormStatsDict = Mapping[str, _normalize.NormStats]
 
 
+class MissingNormStatsError(FileNotFoundError):
+    """A training checkpoint lacks the norm stats its config normalizes with."""
+
+
 @dataclasses.dataclass(frozen=True)
 class PolicyConfig:
     """A model and everything around it that turns robot observations into its inputs and its outputs into actions.
@@ -82,19 +86,24 @@ def make_policy_config(
     sample_kwargs: dict[str, Any] | None = None,
     default_prompt: str | None = None,
     norm_stats: NormStatsDict | None = None,
+    allow_unnormalized: bool = False,
 ) -> PolicyConfig:
     """Loads the params of a training checkpoint (local, s3://, gs://) and the train config's transforms.
 
     Params are cast to the model config's `dtype`. Norm stats come from
-    `<checkpoint_dir>/assets/<asset_id>/norm_stats.json` unless given; a data config without
-    an asset id (e.g. random debug data) has none and serves unnormalized.
+    `<checkpoint_dir>/assets/<asset_id>/norm_stats.json` unless given; a checkpoint without that file is refused
+    (`MissingNormStatsError`) unless `allow_unnormalized`, which serves it unnormalized with a warning. A data
+    config without an asset id (random debug data) has no stats to carry and serves unnormalized.
     """
-    checkpoint_dir = download.maybe_download(str(checkpoint_dir))
+    source = str(checkpoint_dir)
+    checkpoint_dir = download.maybe_download(source)
     logger.info("Loading %s params from %s", train_config.name, checkpoint_dir)
     model = train_config.model.load(_restore_serving_params(train_config, checkpoint_dir))
     data_config = train_config.data.create(train_config.assets_dirs, train_config.model)
     if norm_stats is None and data_config.asset_id is not None:
-        norm_stats = _checkpoints.load_norm_stats(checkpoint_dir / "assets", data_config.asset_id)
+        norm_stats = _checkpoint_norm_stats(
+            train_config.name, source, checkpoint_dir, data_config.asset_id, allow_unnormalized=allow_unnormalized
+        )
     return PolicyConfig(
         model=model,
         norm_stats=norm_stats,
@@ -108,6 +117,26 @@ def make_policy_config(
     )
 
 
+def _checkpoint_norm_stats(
+    config_name: str, source: str, checkpoint_dir: pathlib.Path, asset_id: str, *, allow_unnormalized: bool
+) -> NormStatsDict | None:
+    """The norm stats a checkpoint carries under `assets/<asset_id>/`; None (with a warning) when it carries none
+    and `allow_unnormalized`."""
+    path = checkpoint_dir / "assets" / asset_id / _normalize.NORM_STATS_FILENAME
+    if path.exists():
+        return _checkpoints.load_norm_stats(checkpoint_dir / "assets", asset_id)
+    missing = f"{source.rstrip('/')}/assets/{asset_id}/{_normalize.NORM_STATS_FILENAME}"
+    if allow_unnormalized:
+        logger.warning("%s does not exist: serving config %s UNNORMALIZED, as asked", missing, config_name)
+        return None
+    raise MissingNormStatsError(
+        f"{missing} does not exist: the checkpoint carries no norm stats for asset id {asset_id!r} of config "
+        f"{config_name!r}, and its model expects normalized data. Compute them (scripts/compute_norm_stats.py "
+        f"--config-name {config_name}) before training, or copy a norm_stats.json there; to serve unnormalized "
+        "anyway, pass --allow-unnormalized (allow_unnormalized=True)."
+    )
+
+
 def create_trained_policy(
     train_config: _config.TrainConfig,
     checkpoint_dir: str | os.PathLike,
@@ -116,6 +145,7 @@ def create_trained_policy(
     sample_kwargs: dict[str, Any] | None = None,
     default_prompt: str | None = None,
     norm_stats: NormStatsDict | None = None,
+    allow_unnormalized: bool = False,
 ) -> _policy.Policy:
     """The policy of a training checkpoint: its params, the train config's transforms and the checkpoint's norm
     stats (see `make_policy_config`)."""
@@ -127,6 +157,7 @@ def create_trained_policy(
             sample_kwargs=sample_kwargs,
             default_prompt=default_prompt,
             norm_stats=norm_stats,
+            allow_unnormalized=allow_unnormalized,
         )
     )
 
