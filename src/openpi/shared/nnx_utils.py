@@ -44,5 +44,5 @@ def module_jit(meth: Callable[P, R], *jit_args: Any, **jit_kwargs: Any) -> Calla
 def state_map(state: nnx.State, filter: nnx.filterlib.Filter, fn: Callable[[Any], Any]) -> nnx.State:
     """A copy of `state` with `fn` applied to the values of the variables `filter` selects (e.g. cast frozen
     params to bfloat16); other variables are kept as they are."""
-    selected = {path for path, _ in nnx.to_flat_state(state.filter(filter))}
-    return state.map(lambda path, value: fn(value) if path in selected else value)
+    selected = {path for path, _ in nnx.to_flat_state(nnx.filter_state(state, filter))}
+    return nnx.map_state(lambda path, value: fn(value) if path in selected else value, state)

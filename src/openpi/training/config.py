@@ -445,6 +445,9 @@ class TrainConfig:
     model: _model.BaseModelConfig = dataclasses.field(default_factory=pi0.Pi0Config)
     # Initial weights, loaded after the model is initialised.
     weight_loader: weight_loaders.WeightLoader = dataclasses.field(default_factory=weight_loaders.NoOpWeightLoader)
+    # The original's PyTorch training settings: accepted so that its configs load, unused (JAX only here).
+    pytorch_weight_path: tyro.conf.Suppress[str | None] = None
+    pytorch_training_precision: tyro.conf.Suppress[Literal["bfloat16", "float32"]] = "bfloat16"
 
     lr_schedule: _optimizer.LRScheduleConfig = dataclasses.field(default_factory=_optimizer.CosineDecaySchedule)
     optimizer: _optimizer.OptimizerConfig = dataclasses.field(default_factory=_optimizer.AdamW)
@@ -666,6 +669,12 @@ _FULL_DROID_SCHEDULE = _optimizer.CosineDecaySchedule(
 )
 
 
+# The robot transforms and norm stats of the released DROID checkpoints (prompt from the task when training).
+_DROID_INFERENCE_DATA = LeRobotDroidDataConfig(
+    assets=AssetsConfig(asset_id="droid"), base_config=DataConfig(prompt_from_task=True)
+)
+
+
 # Use `get_config(name)` to look a config up.
 _CONFIGS = [
     #
@@ -692,9 +701,7 @@ _CONFIGS = [
     TrainConfig(
         name="pi0_droid",
         model=pi0.Pi0Config(action_horizon=10),
-        data=LeRobotDroidDataConfig(
-            assets=AssetsConfig(asset_id="droid"), base_config=DataConfig(prompt_from_task=True)
-        ),
+        data=_DROID_INFERENCE_DATA,
     ),
     TrainConfig(
         name="pi05_aloha",
@@ -705,16 +712,12 @@ _CONFIGS = [
     TrainConfig(
         name="pi0_fast_droid",
         model=pi0_fast.Pi0FASTConfig(action_dim=8, action_horizon=10),
-        data=LeRobotDroidDataConfig(
-            assets=AssetsConfig(asset_id="droid"), base_config=DataConfig(prompt_from_task=True)
-        ),
+        data=_DROID_INFERENCE_DATA,
     ),
     TrainConfig(
         name="pi05_droid",
         model=pi0.Pi0Config(pi05=True, action_horizon=15),
-        data=LeRobotDroidDataConfig(
-            assets=AssetsConfig(asset_id="droid"), base_config=DataConfig(prompt_from_task=True)
-        ),
+        data=_DROID_INFERENCE_DATA,
     ),
     #
     # Inference configs of the RoboArena DROID baselines trained from PaliGemma (the binning and FSQ tokenizer ones
@@ -724,9 +727,7 @@ _CONFIGS = [
         # FAST tokens from the universal FAST+ tokenizer.
         name="paligemma_fast_droid",
         model=pi0_fast.Pi0FASTConfig(action_dim=8, action_horizon=15),
-        data=LeRobotDroidDataConfig(
-            assets=AssetsConfig(asset_id="droid"), base_config=DataConfig(prompt_from_task=True)
-        ),
+        data=_DROID_INFERENCE_DATA,
         weight_loader=weight_loaders.CheckpointWeightLoader(PI0_FAST_BASE_PARAMS),
     ),
     TrainConfig(
@@ -738,18 +739,14 @@ _CONFIGS = [
             fast_model_tokenizer=_tokenizer.FASTTokenizer,
             fast_model_tokenizer_kwargs={"fast_tokenizer_path": "KarlP/fast_droid_specialist"},
         ),
-        data=LeRobotDroidDataConfig(
-            assets=AssetsConfig(asset_id="droid"), base_config=DataConfig(prompt_from_task=True)
-        ),
+        data=_DROID_INFERENCE_DATA,
         weight_loader=weight_loaders.CheckpointWeightLoader(PI0_FAST_BASE_PARAMS),
     ),
     TrainConfig(
         # A pi0-style flow-matching policy.
         name="paligemma_diffusion_droid",
         model=pi0.Pi0Config(action_horizon=10, action_dim=8),
-        data=LeRobotDroidDataConfig(
-            assets=AssetsConfig(asset_id="droid"), base_config=DataConfig(prompt_from_task=True)
-        ),
+        data=_DROID_INFERENCE_DATA,
         weight_loader=weight_loaders.CheckpointWeightLoader(PI0_BASE_PARAMS),
     ),
     #
