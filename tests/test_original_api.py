@@ -331,6 +331,8 @@ def test_pi0_fast_samples_tokens_through_module_jit_with_static_decoding_steps()
     sample = nnx_utils.module_jit(_tiny_model("pi0_fast").sample_actions, static_argnames=("max_decoding_steps",))
     tokens = sample(jax.random.key(2), TINY_MODELS["pi0_fast"].fake_obs(batch_size=2), max_decoding_steps=3)
     assert tokens.shape == (2, 3)
+    with pytest.raises(ValueError, match="noise"):
+        _policy.Policy(_tiny_model("pi0_fast")).infer({}, noise=np.zeros((4, 8)))
 
 
 _BASE, _LORA, _EXPERT, _EXPERT_LORA, _VISION = (

@@ -55,6 +55,8 @@ class Policy(_base_policy.BasePolicy):
     ) -> None:
         sample_kwargs = dict(sample_kwargs or {})
         _check_sample_kwargs(model, sample_kwargs)
+        self._model_name = type(model).__name__
+        self._takes_noise = "noise" in inspect.signature(model.sample_actions).parameters
         graphdef, state = nnx.split(model)
 
         def sample(state: nnx.State, rng: jax.Array, observation: _model.Observation, **call_kwargs) -> jax.Array:
@@ -73,6 +75,8 @@ class Policy(_base_policy.BasePolicy):
     def infer(self, obs: dict, *, noise: np.ndarray | None = None) -> dict:
         if noise is None:
             return self.infer_batch([obs])[0]
+        if not self._takes_noise:
+            raise ValueError(f"noise: {self._model_name}.sample_actions starts from no noise; expected None")
         noise = np.asarray(noise)
         outputs, infer_ms = self._sample([self._input_transform(jax.tree.map(lambda x: x, obs))], noise=noise)
         result = self._output_transform(outputs[0])
