@@ -187,9 +187,10 @@ def create_default_policy(
     """The policy of an exported model for `env`: `exported`, else the env's model of DEFAULT_EXPORTED.
 
     Norm stats come from a processor of the model (`exported.processor`, else the env's default processor of
-    DEFAULT_EXPORTED if the model has it, else its only one); the robot transforms from the env's case below, which takes the model's
-    action dim (pi0-FAST pads the state there; pi0 and pi0.5 pad again, harmlessly, after normalization) and model
-    type (its camera slots). A new robot adds its case here, as the README guide's UR5 does.
+    DEFAULT_EXPORTED if the model has it, else its only one); the robot transforms from the env's case below, as
+    in the original: they pad the state to the model's action dim before normalization (dims beyond the stats stay
+    zero) and, for DROID and LIBERO, fill the camera slots of the model type. A new robot adds its case here, as the
+    README guide's UR5 does (pi0-style camera slots).
     """
     processor = exported.processor if exported else None
     default_processor = DEFAULT_EXPORTED[env].processor if env in DEFAULT_EXPORTED else None
