@@ -14,10 +14,7 @@ logger = logging.getLogger(__name__)
 # One directory per GPU the NVIDIA kernel driver has bound (named by PCI address), each with an `information` file.
 NVIDIA_PROC_GPUS = pathlib.Path("/proc/driver/nvidia/gpus")
 _NVIDIA_SMI_TIMEOUT_S = 10.0
-_INSTALL_HINT = (
-    "install JAX for CUDA with `uv sync --extra cuda` (a CUDA 13 driver needs a jax build for CUDA 13: "
-    '`uv pip install "jax[cuda13]"`)'
-)
+_INSTALL_HINT = "install JAX for CUDA with `uv sync --extra cuda` (`uv sync --extra cuda13` for a CUDA 13 driver)"
 
 
 def visible_nvidia_gpus(
