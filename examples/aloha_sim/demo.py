@@ -214,6 +214,8 @@ class Demo:
             str(REPO_ROOT / "scripts" / "serve_policy.py"),
             "--env=ALOHA_SIM",
             f"--port={port}",
+            # The demo's model is sized for a CPU: serve it there even on a machine whose GPU JAX cannot use.
+            "--allow-cpu",
             "policy:checkpoint",
             f"--policy.config={self.config.name}",
             f"--policy.dir={self.checkpoint_dir}",
