@@ -25,6 +25,7 @@ from openpi.training import config as _config
 from openpi.training import data_loader as _data_loader
 from openpi.training import optimizer
 from openpi.training import sharding
+from openpi.training import utils
 from openpi.training import weight_loaders
 
 # Public names of the original's current `src/openpi` and `packages/openpi-client`, module by module. Not here:
@@ -45,10 +46,19 @@ ORIGINAL_NAMES = {
     ],
     "openpi.models.pi0_config": ["Pi0Config"],
     "openpi.models.pi0": ["make_attn_mask", "posemb_sincos", "Pi0"],
-    "openpi.models.pi0_fast": ["PALIGEMMA_EOS_TOKEN", "Pi0FASTConfig", "Pi0FAST"],
+    "openpi.models.pi0_fast": [
+        "PALIGEMMA_EOS_TOKEN",
+        "Pi0FASTConfig",
+        "Pi0FAST",
+        "make_attn_mask",
+        "left_to_right_align",
+        "put_along_last_axis",
+    ],
     "openpi.models.gemma": [
         "PALIGEMMA_VOCAB_SIZE",
         "Config",
+        "Variant",
+        "FeedForward",
         "get_config",
         "RMSNorm",
         "Embedder",
@@ -68,7 +78,7 @@ ORIGINAL_NAMES = {
         "KVCache",
         "Module",
     ],
-    "openpi.models.siglip": ["MlpBlock", "Encoder", "Module", "decode_variant"],
+    "openpi.models.siglip": ["MlpBlock", "Encoder1DBlock", "Encoder", "Module", "decode_variant"],
     "openpi.models.lora": ["LoRAConfig", "Einsum", "FeedForward"],
     "openpi.models.tokenizer": ["PaligemmaTokenizer", "FASTTokenizer"],
     "openpi.shared.nnx_utils": ["module_jit", "PathRegex", "state_map"],
@@ -177,7 +187,7 @@ ORIGINAL_NAMES = {
         "activation_sharding_constraint",
         "fsdp_sharding",
     ],
-    "openpi.training.utils": ["TrainState"],
+    "openpi.training.utils": ["TrainState", "tree_to_info", "array_tree_to_info"],
     "openpi.policies.policy": ["BasePolicy", "Policy", "PolicyRecorder"],
     "openpi.policies.policy_config": ["create_trained_policy"],
     "openpi.policies.aloha_policy": ["make_aloha_example", "AlohaInputs", "AlohaOutputs"],
@@ -467,3 +477,17 @@ def test_paligemma_weight_loader_fills_paligemma_params_and_keeps_the_rest(tmp_p
     loaded = weight_loaders.PaliGemmaWeightLoader(params_url=str(npz)).load(params)
     np.testing.assert_array_equal(loaded["PaliGemma"]["img"]["head"]["kernel"], np.full((2, 3), 7.0))
     np.testing.assert_array_equal(loaded["action_out_proj"]["kernel"], np.ones(2))
+
+
+def test_put_along_last_axis_and_left_to_right_align_as_the_original_names_them():
+    out = pi0_fast.put_along_last_axis(jnp.zeros((2, 4)), jnp.array([[1], [3]]), jnp.array([[7.0], [9.0]]))
+    np.testing.assert_array_equal(out, [[0, 7, 0, 0], [0, 0, 0, 9]])
+    tokens, mask, attn = pi0_fast.left_to_right_align(
+        jnp.arange(4), jnp.array([True, True, False, False]), jnp.eye(4, dtype=bool)
+    )
+    np.testing.assert_array_equal(tokens, [2, 3, 0, 1])
+    np.testing.assert_array_equal(mask, [False, False, True, True])
+    assert bool(attn[2, 2])
+    assert not bool(attn[0, 2])
+    assert utils.array_tree_to_info({"a": jnp.zeros((2, 3))}) == "['a']: (2, 3)@float32"
+    assert nnx_utils.PathRegex("a.b", sep=".")(("a", "b"), None)

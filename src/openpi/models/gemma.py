@@ -11,7 +11,7 @@ single expert the module is plain PaliGemma (pi0-FAST), which also decodes token
 """
 
 import dataclasses
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
 import einops
 import flax.nnx as nnx
@@ -56,6 +56,9 @@ _LORA_VARIANTS = {
     "gemma_300m_lora": ("gemma_300m", lora.LoRAConfig(rank=32, alpha=32.0)),
 }
 VARIANTS = (*_VARIANTS, *_LORA_VARIANTS)
+Variant: TypeAlias = Literal["dummy", "gemma_300m", "gemma_2b", "gemma_2b_lora", "gemma_300m_lora"]
+# The gated MLP of each layer (with optional LoRA), under the name the original's gemma module gives it.
+FeedForward = lora.FeedForward
 
 
 def get_config(variant: "str | Config") -> Config:

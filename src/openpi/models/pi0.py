@@ -12,7 +12,6 @@ being fused into the action tokens.
 """
 
 import dataclasses
-import re
 from typing import Annotated, TypeAlias, TypeVar
 
 import einops
@@ -25,6 +24,7 @@ from openpi.models import gemma
 from openpi.models import model as _model
 from openpi.models import siglip
 from openpi.shared import array_typing as at
+from openpi.shared.nnx_utils import PathRegex
 
 
 def make_attn_mask(
@@ -52,19 +52,6 @@ def posemb_sincos(
     period = min_period * (max_period / min_period) ** fraction
     angles = jnp.einsum("i,j->ij", pos, 1.0 / period * 2 * jnp.pi, precision=jax.lax.Precision.HIGHEST)
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
-
-
-class PathRegex:
-    """nnx filter: matches parameters whose '/'-joined path fully matches a regex."""
-
-    def __init__(self, pattern: str):
-        self.pattern = re.compile(pattern)
-
-    def __call__(self, path, value) -> bool:
-        return self.pattern.fullmatch("/".join(str(part) for part in path)) is not None
-
-    def __repr__(self) -> str:
-        return f"PathRegex({self.pattern.pattern!r})"
 
 
 T = TypeVar("T")

@@ -20,6 +20,7 @@ from openpi.models import model as _model
 from openpi.models import pi0
 from openpi.models import siglip
 from openpi.shared import array_typing as at
+from openpi.shared import nnx_utils
 
 PALIGEMMA_EOS_TOKEN = 1
 # Cameras of the pi0-FAST checkpoints: two third-person views and one wrist view.
@@ -80,7 +81,7 @@ class Pi0FASTConfig(_model.BaseModelConfig):
         """Parameters that stay frozen when fine-tuning with LoRA: the base weights of the Gemma."""
         if gemma.get_config(self.paligemma_variant).lora_config("attn") is None:
             return nnx.Nothing
-        return nnx.All(pi0.PathRegex(".*llm.*"), nnx.Not(pi0.PathRegex(".*lora.*")))
+        return nnx.All(nnx_utils.PathRegex(".*llm.*"), nnx.Not(nnx_utils.PathRegex(".*lora.*")))
 
 
 class Pi0FAST(_model.BaseModel):
@@ -150,7 +151,7 @@ class Pi0FAST(_model.BaseModel):
         tokens, input_mask, ar_mask = self.embed_inputs(observation)
         attn_mask = pi0.make_attn_mask(input_mask, ar_mask)
         # Right-align every sequence so that all of them continue at the same cache slot.
-        tokens, input_mask, attn_mask = jax.vmap(_right_align)(tokens, input_mask, attn_mask)
+        tokens, input_mask, attn_mask = jax.vmap(left_to_right_align)(tokens, input_mask, attn_mask)
         batch_size, prefill_size = input_mask.shape
         prefill_len = jnp.sum(input_mask, axis=-1)
         prefix_start = prefill_size - prefill_len
@@ -173,7 +174,7 @@ class Pi0FAST(_model.BaseModel):
                 lambda: jax.random.categorical(step_rng, last_logits / temperature, axis=-1),
                 lambda: jnp.argmax(last_logits, axis=-1),
             )
-            output_tokens = output_tokens.at[:, step].set(token[:, 0])
+            output_tokens = put_along_last_axis(output_tokens, jnp.broadcast_to(step, token.shape), token)
             all_eos = jnp.all(token == PALIGEMMA_EOS_TOKEN)
             # As the original: the new token sees the cache from the first aligned prompt slot on, and its position
             # continues one past the prompt's last.
@@ -195,13 +196,27 @@ class Pi0FAST(_model.BaseModel):
         return jax.lax.while_loop(keep_going, step, carry)[2]
 
 
-def _right_align(
+# The block-causal mask of the prompt and action tokens: pi0's.
+make_attn_mask = pi0.make_attn_mask
+
+
+def left_to_right_align(
     tokens: at.Array, input_mask: at.Bool[at.Array, " n"], attn_mask: at.Bool[at.Array, "n n"]
 ) -> tuple[at.Array, at.Bool[at.Array, " n"], at.Bool[at.Array, "n n"]]:
-    """Rolls one sequence so that its last valid token sits at the end (the padding moves to the front)."""
+    """Rolls one (unbatched) sequence so that its last valid token sits at the end (the padding moves to the
+    front): every sequence of a batch then continues at the same cache slot."""
     length = jnp.max(input_mask * jnp.arange(input_mask.shape[0])) + 1
     return (
         jnp.roll(tokens, -length, axis=0),
         jnp.roll(input_mask, -length, axis=0),
         jnp.roll(attn_mask, -length, axis=(0, 1)),
     )
+
+
+def put_along_last_axis(array: at.Array, indices: at.Int[at.Array, "*b k"], values: at.Array) -> at.Array:
+    """`array` [*b, n] with `values` [*b, k] written at the distinct positions `indices` [*b, k] of its last axis."""
+    if indices.shape != values.shape:
+        raise ValueError(f"indices, values: expected the same shape, got {indices.shape} and {values.shape}")
+    hits = jax.nn.one_hot(indices, array.shape[-1], dtype=jnp.bool_)
+    written = jnp.sum(jnp.where(hits, values[..., None], 0), axis=-2).astype(array.dtype)
+    return jnp.where(jnp.any(hits, axis=-2), written, array)

@@ -129,6 +129,10 @@ class EncoderBlock(nnx.Module):
         return x + self.MlpBlock_0(self.LayerNorm_1(x))
 
 
+# The original (big_vision) name of the encoder block.
+Encoder1DBlock = EncoderBlock
+
+
 class Encoder(nnx.Module):
     """Stacked encoder blocks (``encoderblock``, leading depth axis) and the final ``encoder_norm``."""
 

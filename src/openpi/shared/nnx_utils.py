@@ -3,17 +3,30 @@
 from collections.abc import Callable
 import functools
 import inspect
+import re
 from typing import Any, ParamSpec, TypeVar
 
 import flax.nnx as nnx
 import jax
 
-from openpi.models.pi0 import PathRegex
-
 P = ParamSpec("P")
 R = TypeVar("R")
 
 __all__ = ["PathRegex", "module_jit", "state_map"]
+
+
+class PathRegex:
+    """nnx filter: matches variables whose path, its parts joined by `sep`, fully matches a regex."""
+
+    def __init__(self, pattern: str, sep: str = "/"):
+        self.pattern = re.compile(pattern)
+        self.sep = sep
+
+    def __call__(self, path: nnx.filterlib.PathParts, value: Any) -> bool:
+        return self.pattern.fullmatch(self.sep.join(str(part) for part in path)) is not None
+
+    def __repr__(self) -> str:
+        return f"PathRegex({self.pattern.pattern!r})"
 
 
 def module_jit(meth: Callable[P, R], *jit_args: Any, **jit_kwargs: Any) -> Callable[P, R]:

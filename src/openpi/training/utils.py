@@ -1,5 +1,6 @@
 """The train state: a pytree holding everything a train step reads and writes."""
 
+from collections.abc import Callable
 from typing import Any
 
 from flax import struct
@@ -30,3 +31,14 @@ def array_tree_summary(tree: Any) -> str:
     """One line: number of arrays and values in a pytree (for logs)."""
     leaves = jax.tree.leaves(tree)
     return f"{len(leaves)} arrays, {sum(leaf.size for leaf in leaves):,} values"
+
+
+def tree_to_info(tree: Any, describe: Callable[[Any], str] = str) -> str:
+    """One line per leaf of a pytree, `<path>: <describe(leaf)>` (for logs)."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return "\n".join(f"{jax.tree_util.keystr(path)}: {describe(leaf)}" for path, leaf in leaves)
+
+
+def array_tree_to_info(tree: Any) -> str:
+    """`tree_to_info` with each array shown as `<shape>@<dtype>`."""
+    return tree_to_info(tree, lambda leaf: f"{leaf.shape}@{leaf.dtype}")
