@@ -6,6 +6,9 @@ and the connection is closed with code 1011; other connections are not affected.
 are batched into one policy call (see `batching.InferenceBatcher`), run on a worker thread so that the event loop
 keeps answering `GET /healthz`, `GET /metrics` (Prometheus) and new connections. SIGTERM / SIGINT stop accepting
 connections, let requests in flight finish and be answered, then close every connection with code 1001.
+
+With an `ssl.SSLContext` (see `load_tls_context`) the server speaks `wss://` and HTTPS. Limits are on by default:
+the largest frame, the time a client has to finish its handshake, and the most connections served at once.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import asyncio
 import hmac
 import http
 import logging
+import os
 import signal
+import ssl
 import threading
 import time
 import traceback
@@ -33,17 +38,46 @@ from openpi_client import msgpack_numpy
 
 logger = logging.getLogger(__name__)
 
+# Well above any real observation (3 cameras 224x224 uint8 + state: about 450 kB).
+DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
+DEFAULT_HANDSHAKE_TIMEOUT_S = 10.0
+DEFAULT_MAX_CONNECTIONS = 64
+
+
+def load_tls_context(cert_file: str | os.PathLike, key_file: str | os.PathLike) -> ssl.SSLContext:
+    """A server TLS context from a PEM certificate (chain) and its PEM private key; raises with the file at fault."""
+    for flag, path in (("--tls-cert", cert_file), ("--tls-key", key_file)):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{flag}: expected a PEM file, but there is no file at {path}")
+        if not os.access(path, os.R_OK):
+            raise PermissionError(f"{flag}: {path} is not readable by this user")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except ssl.SSLError as error:
+        if "KEY_VALUES_MISMATCH" in str(error) or "key values mismatch" in str(error):
+            problem = f"the private key {key_file} does not belong to the certificate {cert_file}"
+        else:
+            problem = f"expected a PEM certificate in {cert_file} and its PEM private key in {key_file}"
+        raise ValueError(f"--tls-cert / --tls-key: {problem} ({error})") from error
+    return context
+
 
 class WebsocketPolicyServer:
-    """Serves `policy` at `ws://host:port`; `port=None` or 0 picks a free port (see `wait_started`).
+    """Serves `policy` at `ws://host:port` (`wss://` with `ssl_context`); `port=None` or 0 picks a free port (see
+    `wait_started`).
 
     Args:
         policy: any `BasePolicy`; with an `infer_batch(list[obs]) -> list[dict]` method, requests are batched.
         metadata: dict sent to every client when it connects.
-        api_key: if set, a handshake without `Api-Key: <key>` or `Authorization: Api-Key <key>` gets HTTP 401.
+        api_key: if set, a handshake (or `GET /metrics`) without `Api-Key: <key>` or `Authorization: Api-Key <key>`
+            gets HTTP 401; `GET /healthz` stays open.
+        ssl_context: serve `wss://` and HTTPS with it (see `load_tls_context`); None: plain `ws://`.
         max_batch_size: most observations per policy call.
         max_wait_ms: longest a request waits for others to share its batch.
-        max_frame_bytes: largest request accepted (None: no limit); bigger ones close the connection with 1009.
+        max_frame_bytes: largest request accepted (None: no limit); bigger ones close that connection with 1009.
+        handshake_timeout_s: longest a client may take over its TLS and websocket handshakes.
+        max_connections: most websocket connections served at once; one more gets HTTP 503.
         shutdown_grace_s: how long a shutdown waits for requests in flight before closing connections anyway.
     """
 
@@ -55,19 +89,31 @@ class WebsocketPolicyServer:
         metadata: dict | None = None,
         *,
         api_key: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         max_batch_size: int = 8,
         max_wait_ms: float = 5.0,
-        max_frame_bytes: int | None = None,
+        max_frame_bytes: int | None = DEFAULT_MAX_FRAME_BYTES,
+        handshake_timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         shutdown_grace_s: float = 30.0,
     ) -> None:
+        if max_frame_bytes is not None and max_frame_bytes <= 0:
+            raise ValueError(f"max_frame_bytes: expected a positive number of bytes or None, got {max_frame_bytes}")
+        if handshake_timeout_s <= 0:
+            raise ValueError(f"handshake_timeout_s: expected a positive number of seconds, got {handshake_timeout_s}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections: expected at least 1, got {max_connections}")
         self._policy = policy
         self._host = host
         self._port = port or 0
         self._metadata = metadata or {}
         self._api_key = api_key
+        self._ssl_context = ssl_context
         self._max_batch_size = max_batch_size
         self._max_wait_ms = max_wait_ms
         self._max_frame_bytes = max_frame_bytes
+        self._handshake_timeout_s = handshake_timeout_s
+        self._max_connections = max_connections
         self._shutdown_grace_s = shutdown_grace_s
         self.metrics = _metrics.ServerMetrics()
         self._connections: set[ws_server.ServerConnection] = set()
@@ -112,9 +158,20 @@ class WebsocketPolicyServer:
             compression=None,
             max_size=self._max_frame_bytes,
             process_request=self._process_request,
+            open_timeout=self._handshake_timeout_s,
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=self._handshake_timeout_s if self._ssl_context else None,
         ) as server:
             self._port = server.sockets[0].getsockname()[1]
-            logger.info("Serving policy on %s:%d (max batch %d)", self._host, self._port, batcher.max_batch_size)
+            scheme = "wss" if self._ssl_context else "ws"
+            logger.info(
+                "Serving policy at %s://%s:%d (max batch %d)", scheme, self._host, self._port, batcher.max_batch_size
+            )
+            if self._api_key is not None and self._ssl_context is None:
+                logger.warning(
+                    "Serving plain ws:// with an API key: the key travels in clear text; "
+                    "serve wss:// with --tls-cert and --tls-key"
+                )
             batcher_task = asyncio.create_task(batcher.run())
             self._started.set()
             await self._stop.wait()
@@ -139,13 +196,23 @@ class WebsocketPolicyServer:
         path = urllib.parse.urlsplit(request.path).path
         if path == "/healthz":
             return connection.respond(http.HTTPStatus.OK, "OK\n")
+        authorized = self._api_key is None or _has_api_key(request.headers, self._api_key)
+        if not authorized:
+            return connection.respond(http.HTTPStatus.UNAUTHORIZED, "Missing or wrong API key.\n")
         if path == "/metrics":
             response = connection.respond(http.HTTPStatus.OK, self.metrics.render())
             del response.headers["Content-Type"]
             response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
             return response
-        if self._api_key is not None and not _has_api_key(request.headers, self._api_key):
-            return connection.respond(http.HTTPStatus.UNAUTHORIZED, "Missing or wrong API key.\n")
+        if len(self._connections) >= self._max_connections:
+            self.metrics.errors["too_many_connections"] += 1
+            logger.warning(
+                "Refused a connection from %s: %d already open", connection.remote_address, self._max_connections
+            )
+            return connection.respond(
+                http.HTTPStatus.SERVICE_UNAVAILABLE,
+                f"Too many connections: this server serves at most {self._max_connections} at once.\n",
+            )
         return None
 
     async def _handle(self, connection: ws_server.ServerConnection, batcher: batching.InferenceBatcher) -> None:
