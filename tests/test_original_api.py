@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from openpi import transforms
+from openpi.models import lora
 from openpi.models import model as _model
 from openpi.models import pi0
 from openpi.models import pi0_config
@@ -78,7 +79,7 @@ ORIGINAL_NAMES = {
         "KVCache",
         "Module",
     ],
-    "openpi.models.siglip": ["MlpBlock", "Encoder1DBlock", "Encoder", "Module", "decode_variant"],
+    "openpi.models.siglip": ["MlpBlock", "Encoder1DBlock", "Encoder", "Module", "decode_variant", "posemb_sincos_2d"],
     "openpi.models.lora": ["LoRAConfig", "Einsum", "FeedForward"],
     "openpi.models.tokenizer": ["PaligemmaTokenizer", "FASTTokenizer"],
     "openpi.shared.nnx_utils": ["module_jit", "PathRegex", "state_map"],
@@ -491,3 +492,15 @@ def test_put_along_last_axis_and_left_to_right_align_as_the_original_names_them(
     assert not bool(attn[0, 2])
     assert utils.array_tree_to_info({"a": jnp.zeros((2, 3))}) == "['a']: (2, 3)@float32"
     assert nnx_utils.PathRegex("a.b", sep=".")(("a", "b"), None)
+
+
+def test_siglip_sincos_posemb_and_lora_init_fn():
+    embedding = siglip.posemb_sincos_2d(2, 3, 8)
+    assert embedding.shape == (1, 6, 8)
+    # Patch (row 0, col 0): sin 0, cos 0 for both axes.
+    np.testing.assert_allclose(embedding[0, 0], [0, 0, 1, 1, 0, 0, 1, 1], atol=1e-6)
+    # Row 1, col 2 (index 5): the row quarter sees 1, the column quarter 2, at the lowest frequency 1.
+    np.testing.assert_allclose(embedding[0, 5, [0, 4]], [np.sin(2.0), np.sin(1.0)], atol=1e-6)
+    config = lora.LoRAConfig(rank=2, init_fn=jax.nn.initializers.ones)
+    einsum = lora.Einsum((4, 3), init_fn=jax.nn.initializers.zeros, lora_config=config, rngs=nnx.Rngs(0))
+    np.testing.assert_array_equal(einsum.lora_a[...], np.ones((4, 2)))

@@ -12,6 +12,9 @@ import jax.numpy as jnp
 
 from openpi.shared import array_typing as at
 
+# A matrices start small and random, B matrices at zero.
+DEFAULT_A_INIT = jax.nn.initializers.normal(stddev=0.01)
+
 
 @dataclasses.dataclass(frozen=True)
 class LoRAConfig:
@@ -19,6 +22,8 @@ class LoRAConfig:
 
     rank: int
     alpha: float = 1.0
+    # Initialiser of the A matrices (B starts at zero).
+    init_fn: jax.nn.initializers.Initializer = DEFAULT_A_INIT
     rslora: bool = False
     axes: tuple[int, int] = (-2, -1)
     label: str = "L"
@@ -26,9 +31,6 @@ class LoRAConfig:
     @property
     def scaling_value(self) -> float:
         return self.alpha / self.rank**0.5 if self.rslora else self.alpha / self.rank
-
-
-_LORA_A_INIT = jax.nn.initializers.normal(stddev=0.01)
 
 
 def _lora_shapes(shape: tuple[int, ...], config: LoRAConfig) -> tuple[list[int], list[int]]:
@@ -66,7 +68,7 @@ class Einsum(nnx.Module):
         self.w = nnx.Param(init_fn(rngs.params(), shape, jnp.float32))
         if lora_config is not None:
             shape_a, shape_b = _lora_shapes(shape, lora_config)
-            self.lora_a = nnx.Param(_LORA_A_INIT(rngs.params(), shape_a, jnp.float32))
+            self.lora_a = nnx.Param(lora_config.init_fn(rngs.params(), shape_a, jnp.float32))
             self.lora_b = nnx.Param(jnp.zeros(shape_b, jnp.float32))
 
     def __call__(self, eqn: str, x: at.Array) -> at.Array:
@@ -99,7 +101,7 @@ class FeedForward(nnx.Module):
             config = dataclasses.replace(lora_config, axes=(-2, -1))
             for name, shape in (("gating_einsum", gating_shape), ("linear", linear_shape)):
                 shape_a, shape_b = _lora_shapes(shape, config)
-                setattr(self, f"{name}_lora_a", nnx.Param(_LORA_A_INIT(rngs.params(), shape_a, jnp.float32)))
+                setattr(self, f"{name}_lora_a", nnx.Param(config.init_fn(rngs.params(), shape_a, jnp.float32)))
                 setattr(self, f"{name}_lora_b", nnx.Param(jnp.zeros(shape_b, jnp.float32)))
 
     def _dot(self, x: at.Array, w: at.Array, lora: tuple[at.Array, at.Array] | None) -> at.Array:

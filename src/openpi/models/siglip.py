@@ -48,6 +48,25 @@ def decode_variant(variant: "str | Config") -> Config:
     return Config(width=width, depth=depth, mlp_dim=mlp_dim, num_heads=num_heads, patch_size=(patch, patch))
 
 
+def posemb_sincos_2d(
+    height: int, width: int, features: int, temperature: float = 10_000.0, dtype=jnp.float32
+) -> at.Float[at.Array, "1 n d"]:
+    """Fixed 2-d sine-cosine position embeddings of a `height` x `width` patch grid, row-major: a quarter of the
+    `features` each for sin/cos of the column and of the row, frequencies spaced geometrically up to `temperature`.
+    (The So400m towers here learn theirs, `pos_embedding`; this is the original's helper for sincos variants.)"""
+    if features % 4:
+        raise ValueError(f"features: expected a multiple of 4, got {features}")
+    rows, cols = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
+    quarter = features // 4
+    inverse_frequency = 1.0 / temperature ** (jnp.arange(quarter) / max(quarter - 1, 1))
+    col_angles = cols.reshape(-1)[:, None] * inverse_frequency[None, :]
+    row_angles = rows.reshape(-1)[:, None] * inverse_frequency[None, :]
+    embedding = jnp.concatenate(
+        [jnp.sin(col_angles), jnp.cos(col_angles), jnp.sin(row_angles), jnp.cos(row_angles)], axis=1
+    )
+    return embedding.astype(dtype)[None]
+
+
 class PatchEmbedding(nnx.Module):
     """Non-overlapping patches projected to the model width (a strided convolution, done as one matmul)."""
 
