@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import dataclasses
 import enum
 import logging
+import ssl
 from typing import Any
 
 import tyro
@@ -91,16 +92,26 @@ class Args:
     # Save every request and response to ./policy_records (for debugging).
     record: bool = False
 
-    # Refuse connections without this key (`Api-Key` header); None accepts all.
+    # Refuse connections (and GET /metrics) without this key (`Api-Key` header); None accepts all. Over plain ws://
+    # the key travels in clear text: serve wss:// (--tls-cert, --tls-key) when robots reach the server over a network.
     api_key: str | None = None
+    # PEM certificate (chain) to serve wss:// and HTTPS with; needs --tls-key. Without both: plain ws://.
+    tls_cert: str | None = None
+    # PEM private key of --tls-cert.
+    tls_key: str | None = None
     # Most observations of concurrent clients combined into one model call. On a GPU, full pi0 serves 8 clients
     # 2.6x faster batched; on a CPU a large model is compute-bound and batch 8 costs more per observation than
     # batch 1 (dummy pi0: 0.81x), so use 1 there; small models gain on both (bench/RESULTS.md).
     max_batch_size: int = 8
     # Longest a request waits for others to share its model call, in milliseconds.
     max_wait_ms: float = 5.0
-    # Largest request frame accepted, in bytes; None: no limit.
-    max_frame_bytes: int | None = None
+    # Largest request frame accepted, in bytes (a 3-camera observation is about 450 kB); None: no limit. A bigger
+    # frame closes only its own connection, with code 1009.
+    max_frame_bytes: int | None = websocket_policy_server.DEFAULT_MAX_FRAME_BYTES
+    # Longest a client may take over its TLS and websocket handshakes, in seconds.
+    handshake_timeout_s: float = websocket_policy_server.DEFAULT_HANDSHAKE_TIMEOUT_S
+    # Most robots connected at once; one more is refused with HTTP 503.
+    max_connections: int = websocket_policy_server.DEFAULT_MAX_CONNECTIONS
 
     # Serve a checkpoint that carries no norm stats (assets/<asset_id>/norm_stats.json) unnormalized instead of
     # refusing it. Configs without an asset id (trained on random data, e.g. debug_fake) never have any and serve
@@ -284,7 +295,18 @@ def create_policy(args: Args) -> _policy.Policy:
     raise TypeError(f"policy: expected checkpoint, exported or default, got {args.policy!r}")
 
 
+def tls_context(args: Args) -> ssl.SSLContext | None:
+    """The server's TLS context from --tls-cert and --tls-key (both or neither); raises naming the flag at fault."""
+    if (args.tls_cert is None) != (args.tls_key is None):
+        given, missing = ("--tls-cert", "--tls-key") if args.tls_key is None else ("--tls-key", "--tls-cert")
+        raise ValueError(f"{missing}: required with {given} (serving wss:// needs the certificate and its key)")
+    if args.tls_cert is None or args.tls_key is None:
+        return None
+    return websocket_policy_server.load_tls_context(args.tls_cert, args.tls_key)
+
+
 def main(args: Args) -> None:
+    ssl_context = tls_context(args)  # before loading the policy: a bad certificate fails in a second, not minutes
     accelerator.ensure_gpu_used(allow_cpu=args.allow_cpu)
     compilation_cache.enable()
     policy: _base_policy.BasePolicy = create_policy(args)
@@ -297,9 +319,12 @@ def main(args: Args) -> None:
         port=args.port,
         metadata=metadata,
         api_key=args.api_key,
+        ssl_context=ssl_context,
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
         max_frame_bytes=args.max_frame_bytes,
+        handshake_timeout_s=args.handshake_timeout_s,
+        max_connections=args.max_connections,
     )
     server.serve_forever()
 
