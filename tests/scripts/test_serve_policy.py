@@ -100,6 +100,25 @@ def test_cli_server_options_reach_the_args():
     assert (args.max_batch_size, args.max_wait_ms, args.max_frame_bytes) == (16, 2.5, 1_000_000)
 
 
+def test_cli_network_safety_flags_reach_the_args_and_limits_are_on_by_default():
+    defaults = tyro.cli(serve_policy.Args, args=[])
+    assert (defaults.tls_cert, defaults.tls_key, defaults.max_frame_bytes) == (None, None, 64 * 1024 * 1024)
+    assert (defaults.handshake_timeout_s, defaults.max_connections) == (10.0, 64)
+    args = tyro.cli(
+        serve_policy.Args,
+        args=["--tls-cert", "c.pem", "--tls-key", "k.pem", "--handshake-timeout-s", "3", "--max-connections", "5"],
+    )
+    assert (args.tls_cert, args.tls_key, args.handshake_timeout_s, args.max_connections) == ("c.pem", "k.pem", 3.0, 5)
+    assert serve_policy.tls_context(defaults) is None
+
+
+def test_a_bad_tls_flag_stops_the_server_before_the_policy_loads(tmp_path):
+    with pytest.raises(ValueError, match="--tls-key: required with --tls-cert"):
+        serve_policy.main(serve_policy.Args(tls_cert=str(tmp_path / "cert.pem")))
+    with pytest.raises(FileNotFoundError, match="--tls-cert: expected a PEM file, but there is no file at"):
+        serve_policy.main(serve_policy.Args(tls_cert=str(tmp_path / "cert.pem"), tls_key=str(tmp_path / "key.pem")))
+
+
 def test_env_names_are_the_five_of_the_readme_and_its_guides_ur5():
     assert [env.name for env in serve_policy.EnvMode] == ["ALOHA", "ALOHA_SIM", "DROID", "CALVIN", "LIBERO", "UR5"]
 
