@@ -4,7 +4,8 @@ uv run bench/bench_serving.py [--policy trivial|simulated|pi0-dummy|pi0|...] [--
 
 - overhead: median round trip through client + server + websocket on localhost minus a direct `policy.infer`,
   for a state-only and a robot-sized observation (3 cameras 224x224 uint8, state 32) and a 50x32 action chunk,
-  next to the floor: a bare websockets server answering frames of the same size.
+  next to the floor: a bare websockets server answering frames of the same size; then the extra cost of TLS: the
+  same round trip over wss:// (a self-signed certificate made with `openssl`, as in the README) minus over ws://.
 - responsiveness: latency of `GET /healthz`, `GET /metrics` and a new connection's metadata while a 1 s
   inference is in flight.
 - throughput: `--clients` concurrent clients, server batching (max batch = clients) vs one at a time
@@ -26,6 +27,8 @@ from collections.abc import Callable
 import concurrent.futures
 import functools
 import statistics
+import subprocess
+import tempfile
 import threading
 import time
 import urllib.request
@@ -143,19 +146,45 @@ def _median_round_trip_s(infer, obs: dict, requests: int) -> list[float]:
 def bench_overhead(policy: base_policy.BasePolicy, observation: Callable[[int], dict], requests: int) -> None:
     server, port = start_server(policy)
     client = websocket_client_policy.WebsocketClientPolicy("127.0.0.1", port)
+    with tempfile.TemporaryDirectory() as directory:
+        cert_file = _self_signed_certificate(directory)
+        context = websocket_policy_server.load_tls_context(cert_file, f"{directory}/server.key")
+        tls_server, tls_port = start_server(policy, ssl_context=context)
+        tls_client = websocket_client_policy.WebsocketClientPolicy(f"wss://localhost:{tls_port}", ca_file=cert_file)
     small = {"state": np.zeros(32, np.float32), "prompt": "pick up the cube"}
     for label, obs in (("state only (150 B)", small), ("3 cameras 224x224 + state (450 kB)", observation(0))):
         direct = _median_round_trip_s(policy.infer, obs, requests)
         served = _median_round_trip_s(client.infer, obs, requests)
+        served_tls = _median_round_trip_s(tls_client.infer, obs, requests)
         overhead_ms = (statistics.median(served) - statistics.median(direct)) * 1000
+        tls_ms = (statistics.median(served_tls) - statistics.median(served)) * 1000
         print(f"[{label}]")
         print(f"  direct policy.infer       {percentiles_ms(direct)}")
         print(f"  through the server        {percentiles_ms(served)}")
         print(f"  server overhead (median)  {overhead_ms:7.3f} ms per request  (target <= 2 ms on CPU, trivial policy)")
         echo = _raw_websocket_echo_s(len(msgpack_numpy.Packer().pack(obs)), requests)
         print(f"  floor: bare websockets round trip of the same frame size: {percentiles_ms(echo)}")
-    client.close()
-    server.shutdown()
+        print(f"  through the server, wss:// {percentiles_ms(served_tls)}")
+        print(f"  TLS overhead (median)     {tls_ms:7.3f} ms per request  (aim <= 1 ms on CPU, 3 cameras)")
+    for connection, running in ((client, server), (tls_client, tls_server)):
+        connection.close()
+        running.shutdown()
+
+
+def _self_signed_certificate(directory: str) -> str:
+    """The README's self-signed certificate for localhost, made with `openssl` in `directory`; returns its file."""
+    command = (
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=policy-server"
+    )
+    extensions = [
+        "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        "keyUsage=critical,digitalSignature,keyCertSign",
+        "extendedKeyUsage=serverAuth",
+    ]
+    files = ["-keyout", f"{directory}/server.key", "-out", f"{directory}/server.crt"]
+    extension_flags = [flag for extension in extensions for flag in ("-addext", extension)]
+    subprocess.run([*command.split(), *extension_flags, *files], check=True, capture_output=True)
+    return f"{directory}/server.crt"
 
 
 def _raw_websocket_echo_s(frame_bytes: int, requests: int) -> list[float]:
