@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 
+from cryptography.hazmat.primitives import serialization
 import numpy as np
 import pytest
 import websockets.exceptions
@@ -117,7 +118,7 @@ def test_ca_file_is_refused_with_a_plain_ws_uri_and_must_exist(tmp_path):
         websocket_client_policy.WebsocketClientPolicy("wss://localhost:1", ca_file=tmp_path / "ca.pem")
 
 
-def test_load_tls_context_names_a_missing_mismatched_or_malformed_file(authority, tmp_path):
+def test_load_tls_context_names_a_missing_mismatched_encrypted_or_malformed_file(authority, tmp_path):
     cert_file, key_file = certificates.make_server_certificate(authority, tmp_path, "one")
     _, other_key = certificates.make_server_certificate(authority, tmp_path, "two")
     with pytest.raises(FileNotFoundError, match=r"--tls-cert: expected a PEM file, but there is no file at .*nope"):
@@ -126,6 +127,12 @@ def test_load_tls_context_names_a_missing_mismatched_or_malformed_file(authority
         websocket_policy_server.load_tls_context(cert_file, tmp_path / "nope.key")
     with pytest.raises(ValueError, match=r"the private key .*two.key does not belong to the certificate .*one.crt"):
         websocket_policy_server.load_tls_context(cert_file, other_key)
+    encrypted = serialization.load_pem_private_key(key_file.read_bytes(), None).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pass")
+    )
+    (tmp_path / "encrypted.key").write_bytes(encrypted)
+    with pytest.raises(ValueError, match=r"--tls-key: .*encrypted.key is encrypted; expected an unencrypted PEM key"):
+        websocket_policy_server.load_tls_context(cert_file, tmp_path / "encrypted.key")
     (tmp_path / "garbage.crt").write_text("not a certificate")
     with pytest.raises(ValueError, match=r"expected a PEM certificate in .*garbage\.crt"):
         websocket_policy_server.load_tls_context(tmp_path / "garbage.crt", key_file)

@@ -51,9 +51,13 @@ def load_tls_context(cert_file: str | os.PathLike, key_file: str | os.PathLike) 
             raise FileNotFoundError(f"{flag}: expected a PEM file, but there is no file at {path}")
         if not os.access(path, os.R_OK):
             raise PermissionError(f"{flag}: {path} is not readable by this user")
+
+    def refuse_encrypted_key() -> str:  # without it, OpenSSL would wait for a passphrase on the terminal
+        raise ValueError(f"--tls-key: {key_file} is encrypted; expected an unencrypted PEM key (openssl ... -nodes)")
+
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        context.load_cert_chain(cert_file, key_file)
+        context.load_cert_chain(cert_file, key_file, password=refuse_encrypted_key)
     except ssl.SSLError as error:
         if "KEY_VALUES_MISMATCH" in str(error) or "key values mismatch" in str(error):
             problem = f"the private key {key_file} does not belong to the certificate {cert_file}"
