@@ -22,6 +22,7 @@ import tyro
 
 from openpi.models import gemma
 from openpi.models import model as _model
+from openpi.models import rtc
 from openpi.models import siglip
 from openpi.shared import array_typing as at
 from openpi.shared.nnx_utils import PathRegex
@@ -320,24 +321,58 @@ class Pi0(_model.BaseModel):
         *,
         num_steps: int = 10,
         noise: _model.Actions | None = None,
+        prev_chunk: _model.Actions | None = None,
+        inference_delay: rtc.Steps | None = None,
+        execution_horizon: rtc.Steps | None = None,
+        guidance_max_weight: float = 5.0,
+        prefix_attention_schedule: rtc.PrefixAttentionSchedule = "exp",
     ) -> _model.Actions:
-        """Integrates the flow from noise (t=1) to actions (t=0) with ``num_steps`` Euler steps."""
+        """Integrates the flow from noise (t=1) to actions (t=0) with ``num_steps`` Euler steps.
+
+        With ``prev_chunk`` (the previous chunk re-indexed so that index 0 executes when this one starts), real-time
+        chunking (``rtc``): the first ``inference_delay`` actions are those of ``prev_chunk``, and the overlap up to
+        ``action_horizon - execution_horizon`` is guided towards it, the guidance weight clipped at
+        ``guidance_max_weight``. The delay and horizon are ints or one per example.
+        """
         observation = _model.preprocess_observation(
             None, observation, train=False, image_keys=self.image_keys, image_resolution=self.image_resolution
         )
         batch_size = observation.state.shape[0]
+        actions_shape = (batch_size, self.action_horizon, self.action_dim)
         if noise is None:
-            noise = jax.random.normal(rng, (batch_size, self.action_horizon, self.action_dim))
+            noise = jax.random.normal(rng, actions_shape)
+        if prev_chunk is None:
+            if inference_delay is not None or execution_horizon is not None:
+                raise ValueError("prev_chunk: required with inference_delay and execution_horizon, got None")
+        else:
+            if inference_delay is None or execution_horizon is None:
+                raise ValueError("inference_delay, execution_horizon: required with prev_chunk, got None")
+            rtc.check_inputs(prev_chunk, inference_delay, execution_horizon, actions_shape)
+            weights = rtc.prefix_weights(
+                inference_delay, execution_horizon, self.action_horizon, prefix_attention_schedule
+            )
+            weights = jnp.broadcast_to(weights, actions_shape[:2])
         dt = -1.0 / num_steps
         prefix_mask, kv_cache = self.fill_kv_cache(observation)
 
         def step(_, carry):
             x_t, time = carry
-            v_t = self.predict_velocity(observation, prefix_mask, kv_cache, x_t, jnp.broadcast_to(time, batch_size))
+
+            def velocity(x):
+                return self.predict_velocity(observation, prefix_mask, kv_cache, x, jnp.broadcast_to(time, batch_size))
+
+            if prev_chunk is None:
+                v_t = velocity(x_t)
+            else:
+                v_t = rtc.guided_velocity(velocity, x_t, time, prev_chunk, weights, guidance_max_weight)
             return x_t + dt * v_t, time + dt
 
         x_0, _ = jax.lax.fori_loop(0, num_steps, step, (noise, jnp.float32(1.0)))
-        return x_0
+        if prev_chunk is None:
+            return x_0
+        # Guidance alone leaves the frozen prefix only close; the robot executes prev_chunk's actions there.
+        frozen = jnp.arange(self.action_horizon) < jnp.asarray(inference_delay)[..., None]
+        return jnp.where(jnp.broadcast_to(frozen, actions_shape[:2])[..., None], prev_chunk, x_0)
 
 
 def suffix_positions(
