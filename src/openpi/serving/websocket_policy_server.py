@@ -200,8 +200,7 @@ class WebsocketPolicyServer:
         path = urllib.parse.urlsplit(request.path).path
         if path == "/healthz":
             return connection.respond(http.HTTPStatus.OK, "OK\n")
-        authorized = self._api_key is None or _has_api_key(request.headers, self._api_key)
-        if not authorized:
+        if self._api_key is not None and not _has_api_key(request.headers, self._api_key):  # /metrics included
             return connection.respond(http.HTTPStatus.UNAUTHORIZED, "Missing or wrong API key.\n")
         if path == "/metrics":
             response = connection.respond(http.HTTPStatus.OK, self.metrics.render())
