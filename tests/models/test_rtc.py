@@ -93,6 +93,9 @@ def test_rtc_freezes_the_delayed_prefix_guides_the_overlap_and_leaves_the_rest_f
         guided_jump = np.abs(guided[example, delay] - prev_chunk[example, delay]).mean()
         free_jump = np.abs(free[example, delay] - prev_chunk[example, delay]).mean()
         assert guided_jump < 0.5 * free_jump
+        overlap = slice(delay, HORIZON - EXECUTION_HORIZON)
+        guided_gap = np.abs(guided[example, overlap] - prev_chunk[example, overlap]).mean()
+        assert guided_gap < np.abs(free[example, overlap] - prev_chunk[example, overlap]).mean()
 
     # Past H - s the previous chunk has no say: changing it there changes nothing.
     perturbed = prev_chunk.at[:, HORIZON - EXECUTION_HORIZON :].add(10.0)

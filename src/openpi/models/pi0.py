@@ -4,7 +4,7 @@ The prefix (SigLIP image tokens + prompt tokens) runs through the PaliGemma expe
 attention. The suffix (one state token + ``action_horizon`` noisy-action tokens carrying the flow time) runs
 through the smaller action expert, attending to the whole prefix. Training regresses the flow velocity
 ``noise - actions``; sampling integrates it from pure noise (t=1) to actions (t=0) with Euler steps, reusing the
-prefix keys/values at every step.
+prefix keys/values at every step. Given the previous chunk, sampling continues it (real-time chunking, ``rtc``).
 
 pi0.5 (``Pi0Config(pi05=True)``) changes only the suffix: the state is not a token (the prompt carries it as text,
 see ``PaligemmaTokenizer``), and the flow time conditions every norm of the action expert (adaRMSNorm) instead of
