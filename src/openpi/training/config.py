@@ -675,6 +675,15 @@ _DROID_INFERENCE_DATA = LeRobotDroidDataConfig(
 )
 
 
+def _libero_data(*, extra_delta_transform: bool) -> LeRobotLiberoDataConfig:
+    """The public LIBERO dataset (`physical-intelligence/libero`), prompts from its tasks."""
+    return LeRobotLiberoDataConfig(
+        repo_id="physical-intelligence/libero",
+        base_config=DataConfig(prompt_from_task=True),
+        extra_delta_transform=extra_delta_transform,
+    )
+
+
 # Use `get_config(name)` to look a config up.
 _CONFIGS = [
     #
@@ -754,11 +763,7 @@ _CONFIGS = [
     #
     TrainConfig(
         name="pi0_libero",
-        data=LeRobotLiberoDataConfig(
-            repo_id="physical-intelligence/libero",
-            base_config=DataConfig(prompt_from_task=True),
-            extra_delta_transform=True,
-        ),
+        data=_libero_data(extra_delta_transform=True),
         weight_loader=weight_loaders.CheckpointWeightLoader(PI0_BASE_PARAMS),
         num_train_steps=30_000,
     ),
@@ -766,11 +771,7 @@ _CONFIGS = [
         # LoRA fine-tuning: only the adapters (and the small non-Gemma layers) train; fits in ~22.5 GB.
         name="pi0_libero_low_mem_finetune",
         model=_LORA_MODEL,
-        data=LeRobotLiberoDataConfig(
-            repo_id="physical-intelligence/libero",
-            base_config=DataConfig(prompt_from_task=True),
-            extra_delta_transform=True,
-        ),
+        data=_libero_data(extra_delta_transform=True),
         weight_loader=weight_loaders.CheckpointWeightLoader(PI0_BASE_PARAMS),
         num_train_steps=30_000,
         freeze_filter=_LORA_MODEL.get_freeze_filter(),
@@ -781,11 +782,7 @@ _CONFIGS = [
         # 180 for one arm, 250 for two; too small cuts tokens off (with a warning), too large wastes memory.
         name="pi0_fast_libero",
         model=_FAST_LIBERO_MODEL,
-        data=LeRobotLiberoDataConfig(
-            repo_id="physical-intelligence/libero",
-            base_config=DataConfig(prompt_from_task=True),
-            extra_delta_transform=True,
-        ),
+        data=_libero_data(extra_delta_transform=True),
         weight_loader=weight_loaders.CheckpointWeightLoader(PI0_FAST_BASE_PARAMS),
         num_train_steps=30_000,
     ),
@@ -793,11 +790,7 @@ _CONFIGS = [
         # pi0-FAST LoRA fine-tuning: frozen Gemma base weights, no EMA.
         name="pi0_fast_libero_low_mem_finetune",
         model=_FAST_LIBERO_LORA_MODEL,
-        data=LeRobotLiberoDataConfig(
-            repo_id="physical-intelligence/libero",
-            base_config=DataConfig(prompt_from_task=True),
-            extra_delta_transform=True,
-        ),
+        data=_libero_data(extra_delta_transform=True),
         weight_loader=weight_loaders.CheckpointWeightLoader(PI0_FAST_BASE_PARAMS),
         num_train_steps=30_000,
         freeze_filter=_FAST_LIBERO_LORA_MODEL.get_freeze_filter(),
@@ -807,11 +800,7 @@ _CONFIGS = [
         # pi0.5 on LIBERO without the state in the prompt (the model ignores the state).
         name="pi05_libero",
         model=pi0.Pi0Config(pi05=True, action_horizon=10, discrete_state_input=False),
-        data=LeRobotLiberoDataConfig(
-            repo_id="physical-intelligence/libero",
-            base_config=DataConfig(prompt_from_task=True),
-            extra_delta_transform=False,
-        ),
+        data=_libero_data(extra_delta_transform=False),
         batch_size=256,
         lr_schedule=_optimizer.CosineDecaySchedule(
             warmup_steps=10_000, peak_lr=5e-5, decay_steps=1_000_000, decay_lr=5e-5
