@@ -1,14 +1,8 @@
 """Not from the README: what the guide's steps need offline — a small generated UR5 dataset with the guide's keys,
 and PaliGemma's tokenizer in the download cache (a stand-in: the debug character model)."""
 
-import json
-import pathlib
-
 import numpy as np
 
-from openpi.models import tokenizer as _tokenizer
-from openpi.shared import download
-from openpi.training import debug_data
 from openpi.training import lerobot_dataset
 
 
@@ -48,15 +42,3 @@ def write_ur5_dataset(repo_id: str, *, num_episodes: int = 2, length: int = 12, 
             joints = next_joints
         dataset.save_episode()
     dataset.finalize()
-
-
-def cache_paligemma_tokenizer_stand_in() -> pathlib.Path:
-    """Puts the debug tokenizer into the download cache (`OPENPI_DATA_HOME`) as PaliGemma's, with the `.complete`
-    marker that makes the download layer count it as complete, so the guide's `PaligemmaTokenizer` loads offline."""
-    url = _tokenizer.PALIGEMMA_TOKENIZER_URL
-    cached = download.get_cache_dir() / url.removeprefix("gs://")
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    cached.write_bytes(debug_data.tokenizer_path().read_bytes())
-    marker = cached.with_name(f".{cached.name}.complete")
-    marker.write_text(json.dumps({"url": url, "files": {"": cached.stat().st_size}}))
-    return cached

@@ -58,7 +58,7 @@ def guide_checkpoint(tmp_path, monkeypatch) -> pathlib.Path:
     train_helpers.isolate(monkeypatch, tmp_path)
     monkeypatch.setenv("OPENPI_OFFLINE", "1")
     guide_data.write_ur5_dataset(guide_config.REPO_ID)
-    guide_data.cache_paligemma_tokenizer_stand_in()
+    train_helpers.cache_paligemma_tokenizer_stand_in()
     config = guide_config.tiny_config(
         exp_name="my_experiment",
         batch_size=2,

@@ -4,9 +4,6 @@ exported by scripts/export_policy.py and served again from the export alone, off
 from __future__ import annotations
 
 import dataclasses
-import json
-import subprocess
-import textwrap
 
 import numpy as np
 import pytest
@@ -15,6 +12,7 @@ from openpi import transforms
 from openpi.policies import aloha_policy
 from openpi.policies import policy_config
 from openpi.training import config as _config
+from serving import published_client
 
 from .conftest import free_port
 
@@ -24,49 +22,9 @@ ATOL = 1e-5
 NUM_REQUESTS = 2
 
 
-def _aloha_observation(seed: int) -> dict:
-    """What the client script below sends as request `seed`: ALOHA cameras (CHW uint8), a 14-d state, a prompt."""
-    rng = np.random.default_rng(seed)
-    cameras = ("cam_high", "cam_left_wrist", "cam_right_wrist")
-    return {
-        "images": {name: rng.integers(0, 256, (3, 224, 224), dtype=np.uint8) for name in cameras},
-        "state": rng.uniform(-1, 1, aloha_policy.ALOHA_DIM).astype(np.float32),
-        "prompt": "transfer cube",
-    }
-
-
-# Runs inside the published client's venv, where openpi is not importable: it repeats `_aloha_observation`.
-_CLIENT_SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    import numpy as np
-    from openpi_client import websocket_client_policy
-
-    def observation(seed):
-        rng = np.random.default_rng(seed)
-        cameras = ("cam_high", "cam_left_wrist", "cam_right_wrist")
-        return {
-            "images": {name: rng.integers(0, 256, (3, 224, 224), dtype=np.uint8) for name in cameras},
-            "state": rng.uniform(-1, 1, 14).astype(np.float32),
-            "prompt": "transfer cube",
-        }
-
-    port, requests = int(sys.argv[1]), int(sys.argv[2])
-    client = websocket_client_policy.WebsocketClientPolicy("127.0.0.1", port)
-    report = {"metadata": client.get_server_metadata(), "actions": []}
-    for seed in range(requests):
-        report["actions"].append(client.infer(observation(seed))["actions"].tolist())
-    print(json.dumps(report))
-    """
-)
-
-
 def _published_client_actions(python, port: int) -> list[np.ndarray]:
-    run = subprocess.run(
-        [str(python), "-c", _CLIENT_SCRIPT, str(port), str(NUM_REQUESTS)], capture_output=True, text=True, timeout=300
-    )
-    assert run.returncode == 0, run.stderr
-    return [np.asarray(actions) for actions in json.loads(run.stdout)["actions"]]
+    report = published_client.request_actions(python, port, NUM_REQUESTS)
+    return [np.asarray(actions) for actions in report["actions"]]
 
 
 def _server_log(tmp_path) -> str:
@@ -88,7 +46,7 @@ def test_served_checkpoint_gives_the_published_client_aloha_actions_like_the_pol
     assert [actions.shape for actions in served] == [(horizon, aloha_policy.ALOHA_DIM)] * NUM_REQUESTS
     # A fresh policy draws the same rng for its first request as the fresh server did.
     local = policy_config.create_trained_policy(_config.get_config(name), checkpoint)
-    np.testing.assert_allclose(served[0], local.infer(_aloha_observation(0))["actions"], atol=ATOL)
+    np.testing.assert_allclose(served[0], local.infer(published_client.aloha_observation(0))["actions"], atol=ATOL)
     if name == "debug_pi0_fast":
         # The untrained model writes no decodable action tokens: zero actions and a warning, and the server goes on.
         assert "returning zero actions" in _server_log(tmp_path)
@@ -118,7 +76,7 @@ def test_exported_policy_gives_the_checkpoint_policy_outputs(
         exported_fresh_debug(name), data_transforms=checkpoint_config.data_transforms
     )
     assert exported_config.use_quantile_norm == checkpoint_config.use_quantile_norm
-    observations = [_aloha_observation(seed) for seed in range(3)]
+    observations = [published_client.aloha_observation(seed) for seed in range(3)]
     if name == "debug_pi0_fast":
         # The untrained model's tokens decode to zero actions, so compare the tokens it generated.
         make_policy, shape = _token_policy, (256,)
@@ -142,5 +100,5 @@ def test_served_exported_fast_model_needs_nothing_beside_its_directory(
     )
     assert client.get_server_metadata()["model_type"] == "pi0_fast"
     for seed in range(NUM_REQUESTS):
-        assert client.infer(_aloha_observation(seed))["actions"].shape == (10, aloha_policy.ALOHA_DIM)
+        assert client.infer(published_client.aloha_observation(seed))["actions"].shape == (10, aloha_policy.ALOHA_DIM)
     assert "returning zero actions" in _server_log(tmp_path)

@@ -3,19 +3,15 @@
 
 from __future__ import annotations
 
-import json
 import pathlib
-import subprocess
-import textwrap
 
 import numpy as np
 import pytest
 
-from openpi.models import tokenizer as _tokenizer
 from openpi.policies import exported as _exported
-from openpi.shared import download
-from openpi.training import debug_data
 from policies import test_exported_original_format as original
+from serving import published_client
+from training import train_helpers
 
 from .conftest import free_port
 from .conftest import load_script
@@ -24,41 +20,8 @@ NUM_REQUESTS = 2
 # Float32 model; the served program and the one in this process agree up to XLA's fusion choices.
 ATOL = 1e-5
 
-# Runs inside the published client's venv, where openpi is not importable.
-_CLIENT_SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    import numpy as np
-    from openpi_client import websocket_client_policy
-
-    def observation(seed):
-        rng = np.random.default_rng(seed)
-        cameras = ("cam_high", "cam_left_wrist", "cam_right_wrist")
-        return {
-            "images": {name: rng.integers(0, 256, (3, 48, 64), dtype=np.uint8) for name in cameras},
-            "state": rng.uniform(-1, 1, 14).astype(np.float32),
-            "prompt": "transfer cube",
-        }
-
-    port, requests = int(sys.argv[1]), int(sys.argv[2])
-    client = websocket_client_policy.WebsocketClientPolicy("127.0.0.1", port)
-    report = {"metadata": client.get_server_metadata(), "actions": []}
-    for seed in range(requests):
-        report["actions"].append(client.infer(observation(seed))["actions"].tolist())
-    print(json.dumps(report))
-    """
-)
-
-
-def _observation(seed: int) -> dict:
-    """What the client script sends as request `seed`."""
-    rng = np.random.default_rng(seed)
-    cameras = ("cam_high", "cam_left_wrist", "cam_right_wrist")
-    return {
-        "images": {name: rng.integers(0, 256, (3, 48, 64), dtype=np.uint8) for name in cameras},
-        "state": rng.uniform(-1, 1, 14).astype(np.float32),
-        "prompt": "transfer cube",
-    }
+# The original exports' test model reads images of this size (height, width).
+IMAGE_SIZE = (48, 64)
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +39,7 @@ def offline_env(debug_env, tmp_path, monkeypatch) -> dict[str, str]:
     cache = tmp_path / "cache"
     monkeypatch.setenv("OPENPI_DATA_HOME", str(cache))
     monkeypatch.setenv("OPENPI_OFFLINE", "1")
-    url = _tokenizer.PALIGEMMA_TOKENIZER_URL
-    cached = download.get_cache_dir() / url.removeprefix("gs://")
-    cached.parent.mkdir(parents=True)
-    cached.write_bytes(debug_data.tokenizer_path().read_bytes())
-    cached.with_name(f".{cached.name}.complete").write_text(
-        json.dumps({"url": url, "files": {"": cached.stat().st_size}})
-    )
+    train_helpers.cache_paligemma_tokenizer_stand_in()
     return {**debug_env, "OPENPI_DATA_HOME": str(cache), "OPENPI_OFFLINE": "1"}
 
 
@@ -93,14 +50,7 @@ def test_served_original_export_gives_the_published_client_the_actions_of_the_po
     args = ["--env", "ALOHA_SIM", "policy:exported", f"--policy.dir={original_dir}"]
     port = free_port()
     serve_policy_process(*args, f"--policy.processor={original.PLAIN_PROCESSOR}", env=offline_env, port=port)
-    run = subprocess.run(
-        [str(published_client_python), "-c", _CLIENT_SCRIPT, str(port), str(NUM_REQUESTS)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr
-    report = json.loads(run.stdout)
+    report = published_client.request_actions(published_client_python, port, NUM_REQUESTS, IMAGE_SIZE)
     assert report["metadata"]["processor"] == original.PLAIN_PROCESSOR
     assert report["metadata"]["action_horizon"] == 4
 
@@ -113,7 +63,7 @@ def test_served_original_export_gives_the_published_client_the_actions_of_the_po
         )
     )
     for seed, served in enumerate(report["actions"]):
-        expected = policy.infer(_observation(seed))["actions"]
+        expected = policy.infer(published_client.aloha_observation(seed, IMAGE_SIZE))["actions"]
         assert np.asarray(served).shape == (4, original.ALOHA_DIM)
         np.testing.assert_allclose(np.asarray(served), expected, atol=ATOL)
 

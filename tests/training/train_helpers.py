@@ -2,11 +2,15 @@
 
 import dataclasses
 import importlib.util
+import json
 import pathlib
 
 import pytest
 
+from openpi.models import tokenizer as _tokenizer
+from openpi.shared import download
 from openpi.training import config as _config
+from openpi.training import debug_data
 
 REPO = pathlib.Path(__file__).parents[2]
 
@@ -32,3 +36,15 @@ def debug_config(root: pathlib.Path, name: str = "debug", **overrides) -> _confi
         "log_interval": 1,
     }
     return dataclasses.replace(_config.get_config(name), **(settings | overrides))
+
+
+def cache_paligemma_tokenizer_stand_in() -> pathlib.Path:
+    """Puts the debug tokenizer into the download cache (`OPENPI_DATA_HOME`) as PaliGemma's, with the `.complete`
+    marker that makes the download layer count it as complete, so `PaligemmaTokenizer` loads offline."""
+    url = _tokenizer.PALIGEMMA_TOKENIZER_URL
+    cached = download.get_cache_dir() / url.removeprefix("gs://")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(debug_data.tokenizer_path().read_bytes())
+    marker = cached.with_name(f".{cached.name}.complete")
+    marker.write_text(json.dumps({"url": url, "files": {"": cached.stat().st_size}}))
+    return cached
