@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from openpi.training.lerobot import format as fmt
-from openpi.training.lerobot import stats as stats_lib
+from openpi.lerobot import format as fmt
+from openpi.lerobot import stats as stats_lib
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from openpi.training import lerobot_dataset
-from openpi.training.lerobot_dataset import LeRobotDataset
+from openpi.lerobot import lerobot_dataset
+from openpi.lerobot.lerobot_dataset import LeRobotDataset
 from shared import file_modes
 
 FPS = 10
@@ -274,7 +274,7 @@ def test_missing_info_json_is_a_clear_error(tmp_path):
 
 
 def test_absent_dataset_goes_through_the_hub_download_and_fails_clearly_offline(tmp_path):
-    script = "from openpi.training.lerobot_dataset import LeRobotDataset; LeRobotDataset('nobody/absent', root=__import__('sys').argv[1])"
+    script = "from openpi.lerobot.lerobot_dataset import LeRobotDataset; LeRobotDataset('nobody/absent', root=__import__('sys').argv[1])"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     result = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "ds")], env=env, capture_output=True, text=True

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from openpi.training.lerobot_dataset import LeRobotDataset
+from openpi.lerobot.lerobot_dataset import LeRobotDataset
 
 FRAMES = 10
 
@@ -16,7 +16,7 @@ FRAMES = 10
 WRITER_SCRIPT = """
 import sys
 import numpy as np
-from openpi.training.lerobot_dataset import LeRobotDataset
+from openpi.lerobot.lerobot_dataset import LeRobotDataset
 
 root, version, frames = sys.argv[1], sys.argv[2], int(sys.argv[3])
 features = {

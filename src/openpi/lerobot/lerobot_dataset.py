@@ -42,11 +42,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from openpi.training.lerobot import columns as columns_lib
-from openpi.training.lerobot import format as fmt
-from openpi.training.lerobot import metadata as metadata_lib
-from openpi.training.lerobot import video as video_lib
-from openpi.training.lerobot import writer as writer_lib
+from openpi.lerobot import columns as columns_lib
+from openpi.lerobot import format as fmt
+from openpi.lerobot import metadata as metadata_lib
+from openpi.lerobot import video as video_lib
+from openpi.lerobot import writer as writer_lib
 
 LeRobotDatasetMetadata = metadata_lib.LeRobotDatasetMetadata
 VideoDecodeError = video_lib.VideoDecodeError

@@ -23,10 +23,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from openpi.shared import fileio as _fileio
-from openpi.training.lerobot import columns
-from openpi.training.lerobot import format as fmt
-from openpi.training.lerobot import stats as stats_lib
-from openpi.training.lerobot import video
+from openpi.lerobot import columns
+from openpi.lerobot import format as fmt
+from openpi.lerobot import stats as stats_lib
+from openpi.lerobot import video
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from openpi.training.lerobot_dataset import LeRobotDataset
+from openpi.lerobot.lerobot_dataset import LeRobotDataset
 
 FPS = 50
 HEIGHT, WIDTH = 48, 64

@@ -1,1 +1,0 @@
-"""Private building blocks of openpi.training.lerobot_dataset (LeRobot format I/O)."""
