@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from openpi.training.lerobot_dataset import LeRobotDataset
+from openpi.lerobot.lerobot_dataset import LeRobotDataset
 
 FPS = 50
 ACTION_HORIZON = 50

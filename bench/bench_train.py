@@ -17,11 +17,11 @@ import time
 import jax
 import numpy as np
 
+from openpi.lerobot import lerobot_dataset
 from openpi.models import gemma
 from openpi.shared import normalize
 from openpi.training import config as _config
 from openpi.training import data_loader
-from openpi.training import lerobot_dataset
 
 REPO = pathlib.Path(__file__).parents[1]
 

@@ -20,7 +20,7 @@ import numpy as np
 import PIL.Image
 import tyro
 
-from openpi.training import lerobot_dataset
+from openpi.lerobot import lerobot_dataset
 
 MOTORS = [
     f"{arm}_{joint}"

@@ -27,7 +27,7 @@ import sim as _sim
 import tqdm
 import tyro
 
-from openpi.training import lerobot_dataset
+from openpi.lerobot import lerobot_dataset
 
 logger = logging.getLogger(__name__)
 

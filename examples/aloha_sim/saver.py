@@ -7,8 +7,8 @@ import pathlib
 
 import numpy as np
 
+from openpi.lerobot import video as _video
 from openpi.shared import fileio as _fileio
-from openpi.training.lerobot import video as _video
 from openpi_client.runtime import subscriber as _subscriber
 
 logger = logging.getLogger(__name__)

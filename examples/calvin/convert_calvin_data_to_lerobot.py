@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 import tyro
 
-from openpi.training import lerobot_dataset
+from openpi.lerobot import lerobot_dataset
 
 FPS = 30
 FEATURES = {

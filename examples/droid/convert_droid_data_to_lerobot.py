@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import tyro
 
-from openpi.training import lerobot_dataset
+from openpi.lerobot import lerobot_dataset
 
 CAMERAS = ("exterior_image_1_left", "exterior_image_2_left", "wrist_image_left")
 IMAGE_SHAPE = (180, 320, 3)

@@ -3,7 +3,7 @@ and PaliGemma's tokenizer in the download cache (a stand-in: the debug character
 
 import numpy as np
 
-from openpi.training import lerobot_dataset
+from openpi.lerobot import lerobot_dataset
 
 
 def write_ur5_dataset(repo_id: str, *, num_episodes: int = 2, length: int = 12, image_size: int = 32) -> None:

@@ -22,11 +22,11 @@ import PIL.Image
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from openpi.shared import fileio as _fileio
 from openpi.lerobot import columns
 from openpi.lerobot import format as fmt
 from openpi.lerobot import stats as stats_lib
 from openpi.lerobot import video
+from openpi.shared import fileio as _fileio
 
 logger = logging.getLogger(__name__)
 

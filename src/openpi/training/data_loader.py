@@ -18,11 +18,11 @@ import jax
 import numpy as np
 
 from openpi import transforms as _transforms
+from openpi.lerobot import lerobot_dataset
 from openpi.models import model as _model
 from openpi.models import tokenizer as _tokenizer
 from openpi.shared import normalize as _normalize
 from openpi.training import config as _config
-from openpi.training import lerobot_dataset
 
 logger = logging.getLogger(__name__)
 

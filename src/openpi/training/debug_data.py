@@ -18,11 +18,11 @@ import filelock
 import numpy as np
 from sentencepiece import sentencepiece_model_pb2
 
+from openpi.lerobot import lerobot_dataset
 from openpi.models import fast_tokenizer as _fast_tokenizer
 from openpi.models import tokenizer as _tokenizer
 from openpi.shared import download
 from openpi.shared import fileio as _fileio
-from openpi.training import lerobot_dataset
 
 # Printable ASCII, the word-boundary marker and newline, after the four special pieces.
 _CHAR_PIECES = ("\n", "\u2581", *string.ascii_letters, *string.digits, *string.punctuation)

@@ -12,7 +12,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from openpi.training import lerobot_dataset
+from openpi.lerobot import lerobot_dataset
 
 from .. import example_modules
 

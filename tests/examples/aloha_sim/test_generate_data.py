@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from openpi.training import lerobot_dataset
+from openpi.lerobot import lerobot_dataset
 
 from .. import example_modules
 

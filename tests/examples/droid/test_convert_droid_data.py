@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from openpi.training import lerobot_dataset
+from openpi.lerobot import lerobot_dataset
 
 from .. import example_modules
 

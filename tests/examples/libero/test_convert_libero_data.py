@@ -10,7 +10,7 @@ import sys
 import h5py
 import numpy as np
 
-from openpi.training import lerobot_dataset
+from openpi.lerobot import lerobot_dataset
 
 from .. import example_modules
 

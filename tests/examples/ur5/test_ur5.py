@@ -8,10 +8,10 @@ import dataclasses
 import numpy as np
 import pytest
 
+from openpi.lerobot import lerobot_dataset
 from openpi.policies import policy_config
 from openpi.training import config as _config
 from openpi.training import data_loader
-from openpi.training import lerobot_dataset
 from openpi.training import weight_loaders
 from training import train_helpers
 
