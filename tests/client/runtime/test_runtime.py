@@ -172,3 +172,14 @@ def test_chunked_policy_runtime_executes_action_horizon_steps_of_each_chunk():
     assert policy.calls == 4
     assert policy.resets == 2
     assert recorder.events.count("start") == recorder.events.count("end") == 2
+
+
+def test_chunked_policy_runtime_with_a_chunk_mode_runs_the_chunks_with_an_action_chunk_runner():
+    env, policy = CountdownEnvironment(length=None), ChunkPolicy()
+    loop = runtime.chunked_policy_runtime(
+        env, policy, action_horizon=2, num_episodes=2, max_episode_steps=3, chunk_mode="sync"
+    )
+    loop.run()
+    assert env.all_actions == [0.0, 1.0, 10.0, 20.0, 21.0, 30.0]  # as ActionChunkBroker's
+    with pytest.raises(ValueError, match="mode: expected one of"):
+        runtime.chunked_policy_runtime(env, policy, action_horizon=2, chunk_mode="later")

@@ -8,6 +8,7 @@ import threading
 import time
 
 from openpi_client import action_chunk_broker as _action_chunk_broker
+from openpi_client import action_chunk_runner as _action_chunk_runner
 from openpi_client import base_policy as _base_policy
 from openpi_client.runtime import agent as _agent
 from openpi_client.runtime import environment as _environment
@@ -105,10 +106,20 @@ def chunked_policy_runtime(
     num_episodes: int = 1,
     max_episode_steps: int = 0,
     subscribers: Sequence[_subscriber.Subscriber] = (),
+    chunk_mode: str | None = None,
 ) -> Runtime:
     """A `Runtime` whose agent asks `policy` for an action chunk and executes its first `action_horizon` steps
-    open loop before asking again: the control loop of a robot client."""
-    agent = _policy_agent.PolicyAgent(_action_chunk_broker.ActionChunkBroker(policy, action_horizon))
+    open loop before asking again: the control loop of a robot client.
+
+    With `chunk_mode` (``"sync"``, ``"naive"`` or ``"rtc"``) the chunks are run by an `ActionChunkRunner` in that
+    mode, which requests the next chunk after `action_horizon` steps and, unless ``"sync"``, keeps executing the
+    current one meanwhile; without it by an `ActionChunkBroker`.
+    """
+    if chunk_mode is None:
+        chunks: _base_policy.BasePolicy = _action_chunk_broker.ActionChunkBroker(policy, action_horizon)
+    else:
+        chunks = _action_chunk_runner.ActionChunkRunner(policy, execute_steps=action_horizon, mode=chunk_mode)
+    agent = _policy_agent.PolicyAgent(chunks)
     return Runtime(
         environment=environment,
         agent=agent,
