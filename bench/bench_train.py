@@ -8,7 +8,6 @@ scripts/compute_norm_stats.py against a per-frame loop that decodes every sample
 
 import argparse
 import dataclasses
-import importlib.util
 import os
 import pathlib
 import tempfile
@@ -22,23 +21,15 @@ from openpi.models import gemma
 from openpi.shared import normalize
 from openpi.training import config as _config
 from openpi.training import data_loader
-
-REPO = pathlib.Path(__file__).parents[1]
-
-
-def _train_module():
-    spec = importlib.util.spec_from_file_location("openpi_train_script", REPO / "scripts" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from openpi.training import sharding
+from openpi.training import trainer
 
 
 def bench_train(name: str, config: _config.TrainConfig, steps: int) -> None:
-    train = _train_module()
-    mesh = train.sharding.make_mesh(1)
-    state, _ = train.init_train_state(config, jax.random.key(0), mesh)
-    loader = iter(data_loader.create_data_loader(config, sharding=train.sharding.data_sharding(mesh)))
-    step_fn = jax.jit(lambda rng, s, b: train.train_step(config, rng, s, b), donate_argnums=(1,))
+    mesh = sharding.make_mesh(1)
+    state, _ = trainer.init_train_state(config, jax.random.key(0), mesh)
+    loader = iter(data_loader.create_data_loader(config, sharding=sharding.data_sharding(mesh)))
+    step_fn = jax.jit(lambda rng, s, b: trainer.train_step(config, rng, s, b), donate_argnums=(1,))
     rng = jax.random.key(1)
     state, info = step_fn(rng, state, next(loader))  # compile
     jax.block_until_ready(info)

@@ -19,6 +19,7 @@ import tyro
 from openpi.policies import policy_config
 from openpi.training import config as _config
 from openpi.training import data_loader
+from openpi.training import trainer
 from readme_guide import config as guide_config
 from readme_guide import data as guide_data
 from readme_guide import env as guide_env
@@ -30,7 +31,6 @@ from .conftest import free_port
 from .conftest import load_script
 
 serve_policy = load_script("serve_policy")
-train = train_helpers.load_train_module()
 TRAIN_STEPS = 2
 
 # The README's `create_default_policy` case for the UR5, verbatim.
@@ -71,7 +71,7 @@ def guide_checkpoint(tmp_path, monkeypatch) -> pathlib.Path:
     # uv run scripts/compute_norm_stats.py --config-name ur5
     data_loader.compute_norm_stats(config, progress=False)
     # uv run scripts/train.py ur5 --exp-name=my_experiment
-    train.main(config)
+    trainer.train(config)
     checkpoint = config.checkpoint_dir / str(TRAIN_STEPS - 1)
     assert (checkpoint / "assets" / guide_config.REPO_ID / "norm_stats.json").is_file()
     return checkpoint

@@ -13,10 +13,10 @@ _RUNNER = """
 import sys, dataclasses, jax, numpy as np
 sys.path.insert(0, {tests!r})
 from training import train_helpers
-train = train_helpers.load_train_module()
+from openpi.training import trainer
 root = train_helpers.pathlib.Path({root!r})
 config = train_helpers.debug_config(root, num_train_steps=3, batch_size=8)
-state = train.main(config)
+state = trainer.train(config)
 leaves = [np.asarray(leaf.addressable_data(0)) for leaf in jax.tree.leaves(state.params)]
 np.savez(root / f"params_{{jax.process_index()}}.npz", *leaves)
 print("process", jax.process_index(), "of", jax.process_count(), "devices", jax.device_count())

@@ -7,11 +7,10 @@ import pytest
 
 from openpi.training import checkpoints as _checkpoints
 from openpi.training import config as _config
+from openpi.training import trainer
 from openpi.training import weight_loaders
 
 from . import train_helpers
-
-train = train_helpers.load_train_module()
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +59,7 @@ def test_overwrite_keeps_the_old_run_when_an_input_of_the_new_run_is_unreachable
     before = _files(old_run)
 
     with pytest.raises(Exception, match=named):
-        train.main(config)
+        trainer.train(config)
 
     assert _files(old_run) == before
     assert not [path for path in old_run.parent.iterdir() if path.name.startswith(f".{old_run.name}")]

@@ -15,13 +15,13 @@ import json, pathlib, sys
 import jax, numpy as np
 sys.path.insert(0, {tests!r})
 from training import train_helpers
-train = train_helpers.load_train_module()
+from openpi.training import trainer
 root = pathlib.Path({root!r})
 common = dict(batch_size=8, fsdp_min_param_bytes=1024)
 
 def run(exp_name, steps, **overrides):
     config = train_helpers.debug_config(root, exp_name=exp_name, num_train_steps=steps, **common, **overrides)
-    return config, train.main(config)
+    return config, trainer.train(config)
 
 def describe(state):
     leaves = jax.tree_util.tree_flatten_with_path(state.params)[0]

@@ -11,10 +11,10 @@ import pytest
 
 from openpi.models import model as _model
 from openpi.shared import normalize
+from openpi.training import sharding
+from openpi.training import trainer
 
 from . import train_helpers
-
-train = train_helpers.load_train_module()
 
 
 @pytest.fixture
@@ -38,13 +38,13 @@ def runs(tmp_path_factory):
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("NETRC", str(root / "no-netrc"))
         straight_config = train_helpers.debug_config(root, exp_name="straight", num_train_steps=6)
-        straight = train.main(straight_config)
+        straight = trainer.train(straight_config)
         split_config = train_helpers.debug_config(root, exp_name="split", num_train_steps=3, wandb_enabled=True)
-        train.main(split_config)
-        wandb_id = (split_config.checkpoint_dir / train.WANDB_ID_FILE).read_text()
+        trainer.train(split_config)
+        wandb_id = (split_config.checkpoint_dir / trainer.WANDB_ID_FILE).read_text()
         with pytest.raises(FileExistsError) as refused:
-            train.main(dataclasses.replace(split_config, num_train_steps=6))
-        resumed = train.main(dataclasses.replace(split_config, num_train_steps=6, resume=True))
+            trainer.train(dataclasses.replace(split_config, num_train_steps=6))
+        resumed = trainer.train(dataclasses.replace(split_config, num_train_steps=6, resume=True))
     return types.SimpleNamespace(
         straight=straight,
         straight_config=straight_config,
@@ -96,7 +96,7 @@ def test_existing_run_needs_overwrite_or_resume(runs):
 
 def test_wandb_without_credentials_logs_offline_and_resumes_the_same_run(runs):
     run_dir = runs.split_config.checkpoint_dir
-    run_id = (run_dir / train.WANDB_ID_FILE).read_text()
+    run_id = (run_dir / trainer.WANDB_ID_FILE).read_text()
     assert run_id == runs.first_wandb_id
     offline_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
     # The first half and the resumed half: two local runs under the same id, merged by `wandb sync`.
@@ -108,11 +108,11 @@ def test_wandb_without_credentials_logs_offline_and_resumes_the_same_run(runs):
 
 def test_lora_training_changes_only_adapters_and_unfrozen_layers(root):
     config = train_helpers.debug_config(root, name="debug_lora", num_train_steps=2)
-    initial, _ = train.init_train_state(
-        config, jax.random.split(jax.random.key(config.seed))[0], train.sharding.make_mesh(1)
+    initial, _ = trainer.init_train_state(
+        config, jax.random.split(jax.random.key(config.seed))[0], sharding.make_mesh(1)
     )
     before = jax.device_get(nnx.to_pure_dict(initial.params))
-    after = jax.device_get(nnx.to_pure_dict(train.main(config).params))
+    after = jax.device_get(nnx.to_pure_dict(trainer.train(config).params))
     flat_before = dict(jax.tree_util.tree_flatten_with_path(before)[0])
     for path, value in jax.tree_util.tree_flatten_with_path(after)[0]:
         name = jax.tree_util.keystr(path)
@@ -132,7 +132,7 @@ def test_lora_training_changes_only_adapters_and_unfrozen_layers(root):
 def test_debug_overfit_config_cuts_the_loss_tenfold_on_the_generated_dataset(root):
     config = train_helpers.debug_config(root, name="debug_overfit", log_interval=10, save_interval=1000)
     assert config.num_train_steps <= 300
-    train.main(config)
+    trainer.train(config)
     logged = [json.loads(line) for line in (config.checkpoint_dir / "metrics.jsonl").read_text().splitlines()]
     # The first record is the loss of the untrained model (step 0); the last three average the final 30 steps.
     assert logged[0]["step"] == 0

@@ -16,13 +16,12 @@ from openpi.models import gemma
 from openpi.models import lora
 from openpi.models import parity
 from openpi.training import config as _config
+from openpi.training import sharding
+from openpi.training import trainer
 from openpi.training import weight_loaders
-
-from . import train_helpers
 
 REFERENCE = pathlib.Path(__file__).parents[1] / "fixtures"
 CHECKPOINT = REFERENCE / "pi0_tiny_openpi_ckpt"
-train = train_helpers.load_train_module()
 
 
 def _reference_model(**overrides):
@@ -79,7 +78,7 @@ def test_train_state_takes_checkpoint_params_and_keeps_lora_adapters_fresh(tmp_p
         checkpoint_base_dir=str(tmp_path),
     )
     rng = jax.random.key(7)
-    state, _ = train.init_train_state(config, rng, train.sharding.make_mesh(1))
+    state, _ = trainer.init_train_state(config, rng, sharding.make_mesh(1))
     params = _flat(jax.device_get(nnx.to_pure_dict(state.params)))
     fresh = _flat(jax.device_get(nnx.to_pure_dict(nnx.state(model.create(rng)))))
     expected = _expected_params()

@@ -1,7 +1,6 @@
-"""Shared helpers of the training tests: isolated data/cache dirs and the train script as a module."""
+"""Shared helpers of the training tests: isolated data/cache dirs, debug configs, a tokenizer stand-in."""
 
 import dataclasses
-import importlib.util
 import json
 import pathlib
 
@@ -13,13 +12,6 @@ from openpi.training import config as _config
 from openpi.training import debug_data
 
 REPO = pathlib.Path(__file__).parents[2]
-
-
-def load_train_module():
-    spec = importlib.util.spec_from_file_location("openpi_train_script", REPO / "scripts" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def isolate(monkeypatch: pytest.MonkeyPatch, root: pathlib.Path) -> None:

@@ -12,13 +12,13 @@ from openpi.lerobot import lerobot_dataset
 from openpi.policies import policy_config
 from openpi.training import config as _config
 from openpi.training import data_loader
+from openpi.training import trainer
 from openpi.training import weight_loaders
 from training import train_helpers
 
 from .. import example_modules
 
 env, main = example_modules.load("ur5", "env", "main")
-train = train_helpers.load_train_module()
 REPO_ID = "test/my_ur5_dataset"
 
 
@@ -109,7 +109,7 @@ def test_ur5_guide_trains_serves_and_drives_the_robot(ur5_config, serve):
     # Guide step 3: norm stats, then training.
     stats_path = data_loader.compute_norm_stats(ur5_config, progress=False)
     assert stats_path == ur5_config.assets_dirs / REPO_ID / "norm_stats.json"
-    state = train.main(ur5_config)
+    state = trainer.train(ur5_config)
     assert int(state.step) == 3
     checkpoint = ur5_config.checkpoint_dir / "2"
     assert (checkpoint / "assets" / REPO_ID / "norm_stats.json").is_file()
