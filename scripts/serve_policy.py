@@ -20,13 +20,10 @@ import tyro
 
 from openpi import transforms as _transforms
 from openpi.models import model as _model
-from openpi.policies import aloha_policy
-from openpi.policies import calvin_policy
-from openpi.policies import droid_policy
 from openpi.policies import exported as _exported
-from openpi.policies import libero_policy
 from openpi.policies import policy as _policy
 from openpi.policies import policy_config as _policy_config
+from openpi.policies import robots
 from openpi.policies import ur5_policy
 from openpi.serving import websocket_policy_server
 from openpi.shared import accelerator
@@ -34,17 +31,9 @@ from openpi.shared import compilation_cache
 from openpi.training import config as _config
 from openpi_client import base_policy as _base_policy
 
-
-class EnvMode(enum.Enum):
-    """Supported environments (robots)."""
-
-    ALOHA = "aloha"
-    ALOHA_SIM = "aloha_sim"
-    DROID = "droid"
-    CALVIN = "calvin"
-    LIBERO = "libero"
-    # The README guide's own robot: a UR5e arm with a gripper, a base and a wrist camera.
-    UR5 = "ur5"
+# Supported environments: one per robot record of `openpi.policies.robots.ROBOTS`, its name in upper case (ALOHA,
+# ALOHA_SIM, DROID, CALVIN, LIBERO and the README guide's UR5, a UR5e arm with a gripper, a base and a wrist camera).
+EnvMode = enum.Enum("EnvMode", {name.upper(): name for name in robots.ROBOTS})
 
 
 @dataclasses.dataclass
@@ -189,7 +178,9 @@ def default_checkpoint(env: EnvMode, model_type: _model.ModelType) -> Checkpoint
     return checkpoints[env]
 
 
-_ALOHA_DELTA_MASK = _transforms.make_bool_mask(6, -1, 6, -1)
+# The envs whose exported models act in deltas of the state on their robot's delta-action mask (pi0_aloha: joints
+# relative, grippers absolute); the others' act in absolute actions.
+DELTA_ACTION_ENVS = frozenset({EnvMode.ALOHA})
 
 
 def create_default_policy(
@@ -198,10 +189,11 @@ def create_default_policy(
     """The policy of an exported model for `env`: `exported`, else the env's model of DEFAULT_EXPORTED.
 
     Norm stats come from a processor of the model (`exported.processor`, else the env's default processor of
-    DEFAULT_EXPORTED if the model has it, else its only one); the robot transforms from the env's case below, as
-    in the original: they pad the state to the model's action dim before normalization (dims beyond the stats stay
-    zero) and, for DROID and LIBERO, fill the camera slots of the model type. A new robot adds its case here, as the
-    README guide's UR5 does (pi0-style camera slots).
+    DEFAULT_EXPORTED if the model has it, else its only one); the robot transforms from the env's robot record
+    (`openpi.policies.robots`), as in the original: they pad the state to the model's action dim before normalization
+    (dims beyond the stats stay zero), fill the camera slots of the model type where the robot's inputs take one
+    (DROID, LIBERO), and take actions as deltas for the envs of DELTA_ACTION_ENVS. An env may instead build its
+    transforms in a case below, as the README guide's UR5 does (pi0-style camera slots).
     """
     processor = exported.processor if exported else None
     default_processor = DEFAULT_EXPORTED[env].processor if env in DEFAULT_EXPORTED else None
@@ -223,38 +215,6 @@ def create_default_policy(
         )
 
     match env:
-        case EnvMode.ALOHA:
-            # The exported ALOHA model acts in joint deltas (grippers absolute), in the pi runtime's joint space.
-            config = make_policy_config(
-                input_layers=[
-                    aloha_policy.AlohaInputs(action_dim=model.action_dim),
-                    _transforms.DeltaActions(_ALOHA_DELTA_MASK),
-                ],
-                output_layers=[
-                    _transforms.AbsoluteActions(_ALOHA_DELTA_MASK),
-                    aloha_policy.AlohaOutputs(),
-                ],
-            )
-        case EnvMode.ALOHA_SIM:
-            config = make_policy_config(
-                input_layers=[aloha_policy.AlohaInputs(action_dim=model.action_dim)],
-                output_layers=[aloha_policy.AlohaOutputs()],
-            )
-        case EnvMode.DROID:
-            config = make_policy_config(
-                input_layers=[droid_policy.DroidInputs(action_dim=model.action_dim, model_type=model.model_type)],
-                output_layers=[droid_policy.DroidOutputs()],
-            )
-        case EnvMode.CALVIN:
-            config = make_policy_config(
-                input_layers=[calvin_policy.CalvinInputs(action_dim=model.action_dim)],
-                output_layers=[calvin_policy.CalvinOutputs()],
-            )
-        case EnvMode.LIBERO:
-            config = make_policy_config(
-                input_layers=[libero_policy.LiberoInputs(action_dim=model.action_dim, model_type=model.model_type)],
-                output_layers=[libero_policy.LiberoOutputs()],
-            )
         case EnvMode.UR5:
             config = make_policy_config(
                 input_layers=[
@@ -265,7 +225,10 @@ def create_default_policy(
                 ],
             )
         case _:
-            raise ValueError(f"env: expected one of {[mode.name for mode in EnvMode]}, got {env!r}")
+            robot_transforms = robots.ROBOTS[env.value].data_transforms(
+                model.action_dim, model.model_type, delta_actions=env in DELTA_ACTION_ENVS
+            )
+            config = make_policy_config(input_layers=robot_transforms.inputs, output_layers=robot_transforms.outputs)
 
     return _policy_config.create_policy(config)
 

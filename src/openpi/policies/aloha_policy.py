@@ -1,4 +1,5 @@
-"""ALOHA (bimanual, 14-d) input/output transforms, including the conversion to the pi base model's joint space.
+"""ALOHA (bimanual, 14-d), real (`ALOHA`) and simulated (`ALOHA_SIM`): its transforms, including the conversion to
+the pi base model's joint space, and its robot records.
 
 State and actions are `[left 6 joints, left gripper, right 6 joints, right gripper]`. With `adapt_to_pi`
 (needed for the original pi0 weights), joints 2 and 3 of each arm change sign and the grippers are converted:
@@ -13,6 +14,7 @@ from typing import ClassVar
 import numpy as np
 
 from openpi import transforms
+from openpi.policies import robot as _robot
 from openpi.policies import robot_inputs
 
 ALOHA_DIM = 14
@@ -144,3 +146,38 @@ def _encode_actions_inv(actions: np.ndarray, *, adapt_to_pi: bool) -> np.ndarray
     actions = _JOINT_FLIP_MASK * actions
     actions[..., _GRIPPER_DIMS] = _gripper_from_angular_inv(actions[..., _GRIPPER_DIMS])
     return actions
+
+
+# The real robot; its LeRobot datasets have the high and both wrist cameras.
+ALOHA = _robot.Robot(
+    name="aloha",
+    inputs=AlohaInputs(),
+    outputs=AlohaOutputs(),
+    make_example=make_aloha_example,
+    delta_action_mask=transforms.make_bool_mask(6, -1, 6, -1),
+    lerobot_keys={
+        "images": {
+            "cam_high": "observation.images.cam_high",
+            "cam_left_wrist": "observation.images.cam_left_wrist",
+            "cam_right_wrist": "observation.images.cam_right_wrist",
+        },
+        "state": "observation.state",
+        "actions": "action",
+    },
+    action_sequence_keys=("action",),
+)
+
+
+def _make_aloha_sim_example() -> dict:
+    """A random observation as the ALOHA simulation sends it: the top camera only."""
+    example = make_aloha_example()
+    return {**example, "images": {"cam_high": example["images"]["cam_high"]}}
+
+
+# The MuJoCo simulation (gym-aloha): one top camera, `observation.images.top` in the LeRobot aloha_sim datasets.
+ALOHA_SIM = dataclasses.replace(
+    ALOHA,
+    name="aloha_sim",
+    make_example=_make_aloha_sim_example,
+    lerobot_keys={"images": {"cam_high": "observation.images.top"}, "state": "observation.state", "actions": "action"},
+)

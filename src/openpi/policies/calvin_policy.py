@@ -1,4 +1,4 @@
-"""CALVIN (simulated Franka, relative end-effector control) input/output transforms.
+"""CALVIN (simulated Franka, relative end-effector control): its transforms and robot record (`CALVIN`).
 
 Inputs (the keys the CALVIN client sends):
   * `observation/rgb_static` (static camera, 200×200) → `base_0_rgb`;
@@ -20,6 +20,7 @@ import dataclasses
 import numpy as np
 
 from openpi import transforms
+from openpi.policies import robot as _robot
 from openpi.policies import robot_inputs
 
 CALVIN_ROBOT_OBS_DIM = 15
@@ -68,3 +69,20 @@ class CalvinOutputs(transforms.DataTransformFn):
         actions = transforms.check_last_dim(actions, CALVIN_ACTION_DIM, name="actions")
         actions[..., -1] = np.where(actions[..., -1] > 0, 1.0, -1.0)
         return {"actions": actions}
+
+
+# The LeRobot CALVIN datasets keep CALVIN's names (`robot_obs`, `rel_actions`); relative actions have no delta form.
+CALVIN = _robot.Robot(
+    name="calvin",
+    inputs=CalvinInputs(),
+    outputs=CalvinOutputs(),
+    make_example=make_calvin_example,
+    lerobot_keys={
+        "observation/rgb_static": "rgb_static",
+        "observation/rgb_gripper": "rgb_gripper",
+        "observation/state": "robot_obs",
+        "actions": "rel_actions",
+        "prompt": "prompt",
+    },
+    action_sequence_keys=("rel_actions",),
+)

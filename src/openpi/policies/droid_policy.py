@@ -1,4 +1,4 @@
-"""DROID (Franka, joint velocity control) input/output transforms.
+"""DROID (Franka, joint velocity control): its transforms and robot record (`DROID`).
 
 State is 8-d: 7 joint positions, then the gripper position. Actions are 8-d: 7 joint velocities, then the
 gripper. The exterior camera fills the base slot, the wrist camera the wrist slot (pi0 / pi0.5: the left wrist
@@ -9,7 +9,7 @@ import dataclasses
 
 import numpy as np
 
-from openpi import transforms
+from openpi.policies import robot as _robot
 from openpi.policies import robot_inputs
 
 DROID_ACTION_DIM = 8
@@ -46,8 +46,24 @@ class DroidInputs(robot_inputs.RobotInputs):
 
 
 @dataclasses.dataclass(frozen=True)
-class DroidOutputs(transforms.DataTransformFn):
+class DroidOutputs(_robot.FirstActionDims):
     """Model actions → DROID actions: the first 8 dims (joint velocities + gripper)."""
 
-    def __call__(self, data: dict) -> dict:
-        return {"actions": np.asarray(data["actions"])[..., :DROID_ACTION_DIM]}
+    action_dim: int = DROID_ACTION_DIM
+
+
+# Joint velocities have no delta form: no delta-action mask.
+DROID = _robot.Robot(
+    name="droid",
+    inputs=DroidInputs(),
+    outputs=DroidOutputs(),
+    make_example=make_droid_example,
+    lerobot_keys={
+        "observation/exterior_image_1_left": "exterior_image_1_left",
+        "observation/wrist_image_left": "wrist_image_left",
+        "observation/joint_position": "joint_position",
+        "observation/gripper_position": "gripper_position",
+        "actions": "actions",
+        "prompt": "prompt",
+    },
+)

@@ -1,4 +1,4 @@
-"""LIBERO (simulated Franka, end-effector control) input/output transforms.
+"""LIBERO (simulated Franka, end-effector control): its transforms and robot record (`LIBERO`).
 
 State is 8-d: end-effector position 3, axis-angle orientation 3, gripper 2. Actions are 7-d: end-effector
 delta 6 and gripper 1. The agent-view camera fills the base slot, the wrist camera the wrist slot (pi0 / pi0.5:
@@ -10,6 +10,7 @@ import dataclasses
 import numpy as np
 
 from openpi import transforms
+from openpi.policies import robot as _robot
 from openpi.policies import robot_inputs
 
 LIBERO_STATE_DIM = 8
@@ -41,8 +42,26 @@ class LiberoInputs(robot_inputs.RobotInputs):
 
 
 @dataclasses.dataclass(frozen=True)
-class LiberoOutputs(transforms.DataTransformFn):
+class LiberoOutputs(_robot.FirstActionDims):
     """Model actions → LIBERO actions: the first 7 dims."""
 
-    def __call__(self, data: dict) -> dict:
-        return {"actions": np.asarray(data["actions"])[..., :LIBERO_ACTION_DIM]}
+    action_dim: int = LIBERO_ACTION_DIM
+
+
+# The LeRobot LIBERO datasets (physical-intelligence/libero) name the keys without the `observation/` prefix. Their
+# actions are relative already; some original checkpoints were trained on them as deltas once more
+# (`LeRobotLiberoDataConfig.extra_delta_transform`).
+LIBERO = _robot.Robot(
+    name="libero",
+    inputs=LiberoInputs(),
+    outputs=LiberoOutputs(),
+    make_example=make_libero_example,
+    delta_action_mask=transforms.make_bool_mask(6, -1),
+    lerobot_keys={
+        "observation/image": "image",
+        "observation/wrist_image": "wrist_image",
+        "observation/state": "state",
+        "actions": "actions",
+        "prompt": "prompt",
+    },
+)

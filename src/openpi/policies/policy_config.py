@@ -1,4 +1,9 @@
-"""Builds policies: a model (from a training checkpoint or an exported model) plus its transforms and norm stats."""
+"""Builds policies: a model (from a training checkpoint or an exported model) plus its transforms and norm stats.
+
+Policies sit below training (training's data configs read the robot records of this package), so this module does
+not import training: it names what it reads of a train config (`TrainConfigLike`), which
+`openpi.training.config.TrainConfig` is.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import dataclasses
 import logging
 import os
 import pathlib
-from typing import Any
+from typing import Any, Protocol
 
 from openpi import transforms as _transforms
 from openpi.models import model as _model
@@ -16,8 +21,6 @@ from openpi.policies import exported as _exported
 from openpi.policies import policy as _policy
 from openpi.shared import download
 from openpi.shared import normalize as _normalize
-from openpi.training import checkpoints as _checkpoints
-from openpi.training import config as _config
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +29,40 @@ NormStatsDict = Mapping[str, _normalize.NormStats]
 
 class MissingNormStatsError(FileNotFoundError):
     """A training checkpoint lacks the norm stats its config normalizes with."""
+
+
+class DataConfigLike(Protocol):
+    """What a policy takes of a train config's data config (`openpi.training.config.DataConfig`)."""
+
+    @property
+    def asset_id(self) -> str | None: ...
+    @property
+    def data_transforms(self) -> _transforms.Group: ...
+    @property
+    def model_transforms(self) -> _transforms.Group: ...
+    @property
+    def use_quantile_norm(self) -> bool: ...
+
+
+class DataConfigFactoryLike(Protocol):
+    """Builds the data config for a model (`openpi.training.config.DataConfigFactory`)."""
+
+    def create(self, assets_dirs: pathlib.Path, model_config: _model.BaseModelConfig) -> DataConfigLike: ...
+
+
+class TrainConfigLike(Protocol):
+    """What a policy takes of the train config of a checkpoint (`openpi.training.config.TrainConfig`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def model(self) -> _model.BaseModelConfig: ...
+    @property
+    def data(self) -> DataConfigFactoryLike: ...
+    @property
+    def assets_dirs(self) -> pathlib.Path: ...
+    @property
+    def policy_metadata(self) -> dict[str, Any] | None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,14 +109,14 @@ def create_policy(config: PolicyConfig) -> _policy.Policy:
     )
 
 
-def _restore_serving_params(train_config: _config.TrainConfig, checkpoint_dir: pathlib.Path) -> dict:
+def _restore_serving_params(train_config: TrainConfigLike, checkpoint_dir: pathlib.Path) -> dict:
     """A checkpoint's params in the model's compute dtype (bfloat16 for pi0, as the original serves them): half
     the memory of the float32 training weights, and half the bytes each inference reads."""
     return _model.restore_params(checkpoint_dir / "params", dtype=getattr(train_config.model, "dtype", None))
 
 
 def make_policy_config(
-    train_config: _config.TrainConfig,
+    train_config: TrainConfigLike,
     checkpoint_dir: str | os.PathLike,
     *,
     repack_transforms: _transforms.Group | None = None,
@@ -124,7 +161,7 @@ def _checkpoint_norm_stats(
     and `allow_unnormalized`."""
     path = checkpoint_dir / "assets" / asset_id / _normalize.NORM_STATS_FILENAME
     if path.exists():
-        return _checkpoints.load_norm_stats(checkpoint_dir / "assets", asset_id)
+        return _normalize.load(path.parent)
     missing = f"{source.rstrip('/')}/assets/{asset_id}/{_normalize.NORM_STATS_FILENAME}"
     if allow_unnormalized:
         logger.warning("%s does not exist: serving config %s UNNORMALIZED, as asked", missing, config_name)
@@ -138,7 +175,7 @@ def _checkpoint_norm_stats(
 
 
 def create_trained_policy(
-    train_config: _config.TrainConfig,
+    train_config: TrainConfigLike,
     checkpoint_dir: str | os.PathLike,
     *,
     repack_transforms: _transforms.Group | None = None,
@@ -163,7 +200,7 @@ def create_trained_policy(
 
 
 def export_trained_policy(
-    train_config: _config.TrainConfig,
+    train_config: TrainConfigLike,
     checkpoint_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
@@ -181,7 +218,7 @@ def export_trained_policy(
     data_config = train_config.data.create(train_config.assets_dirs, train_config.model)
     if data_config.asset_id is None:
         raise ValueError(f"config {train_config.name!r}: names no asset id, so its checkpoints carry no norm stats")
-    norm_stats = _checkpoints.load_norm_stats(checkpoint_dir / "assets", data_config.asset_id)
+    norm_stats = _normalize.load(checkpoint_dir / "assets" / data_config.asset_id)
     tokenizer = _prompt_tokenizer(data_config.model_transforms)
     return _exported.export_model(
         train_config.model,

@@ -1,4 +1,4 @@
-"""UR5 (6 joints + gripper, one base and one wrist camera) input/output transforms, as in the UR5 guide.
+"""UR5 (6 joints + gripper, one base and one wrist camera): transforms as in the UR5 guide, and its robot record.
 
 Inputs: `joints` [6], `gripper` [1], `base_rgb` and `wrist_rgb` images (HWC or CHW, uint8 or float in [0, 1]),
 optionally `actions` [horizon, 7] and `prompt`. Outputs: the first 7 action dims.
@@ -9,6 +9,7 @@ import dataclasses
 import numpy as np
 
 from openpi import transforms
+from openpi.policies import robot as _robot
 from openpi.policies import robot_inputs
 
 UR5_DIM = 7
@@ -38,8 +39,17 @@ class UR5Inputs(robot_inputs.RobotInputs):
 
 
 @dataclasses.dataclass(frozen=True)
-class UR5Outputs(transforms.DataTransformFn):
+class UR5Outputs(_robot.FirstActionDims):
     """Model actions → UR5 actions: the first 7 dims (6 joints + gripper)."""
 
-    def __call__(self, data: dict) -> dict:
-        return {"actions": np.asarray(data["actions"])[..., :UR5_DIM]}
+    action_dim: int = UR5_DIM
+
+
+# Its LeRobot datasets use the robot's keys (no repack).
+UR5 = _robot.Robot(
+    name="ur5",
+    inputs=UR5Inputs(),
+    outputs=UR5Outputs(),
+    make_example=make_ur5_example,
+    delta_action_mask=transforms.make_bool_mask(6, -1),
+)

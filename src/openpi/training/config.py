@@ -1,7 +1,7 @@
 """Train configs: the data pipeline of each robot dataset and the named registry (`get_config`, `cli`)."""
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import difflib
 import logging
@@ -23,6 +23,7 @@ from openpi.policies import aloha_policy
 from openpi.policies import calvin_policy
 from openpi.policies import droid_policy
 from openpi.policies import libero_policy
+from openpi.policies import robot as _robot
 from openpi.policies import ur5_policy
 from openpi.shared import download as _download
 from openpi.shared import normalize as _normalize
@@ -184,6 +185,40 @@ class DataConfigFactory(abc.ABC):
     def model_transforms(self, model: _model.BaseModelConfig, default_prompt: str | None = None) -> _transforms.Group:
         return ModelTransformFactory(default_prompt=default_prompt, tokenizer=self.tokenizer)(model)
 
+    def create_robot_config(
+        self,
+        assets_dirs: pathlib.Path,
+        model_config: _model.BaseModelConfig,
+        robot: _robot.Robot,
+        *,
+        delta_actions: bool = False,
+        default_prompt: str | None = None,
+        transform_options: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> DataConfig:
+        """The data config of a LeRobot dataset of `robot`, from its record: the base config, the record's repack and
+        action keys (where its dataset names differ from the robot's), its robot transforms (masked action dims as
+        deltas when `delta_actions`; `transform_options` set fields of both) and the model transforms with
+        `default_prompt`, else the robot's. `fields` set further DataConfig fields, the record's ones included."""
+        robot_fields: dict[str, Any] = {}
+        if robot.lerobot_keys is not None:
+            robot_fields["repack_transforms"] = robot.repack_transforms()
+        if robot.action_sequence_keys is not None:
+            robot_fields["action_sequence_keys"] = robot.action_sequence_keys
+        data_transforms = robot.data_transforms(
+            _robot_action_dim(model_config),
+            model_config.model_type,
+            delta_actions=delta_actions,
+            **(transform_options or {}),
+        )
+        prompt = robot.default_prompt if default_prompt is None else default_prompt
+        return dataclasses.replace(
+            self.create_base_config(assets_dirs, model_config),
+            data_transforms=data_transforms,
+            model_transforms=self.model_transforms(model_config, prompt),
+            **(robot_fields | fields),
+        )
+
 
 def load_norm_stats(assets_dir: str | pathlib.Path, asset_id: str | None) -> dict[str, _transforms.NormStats] | None:
     """The norm stats in `<assets_dir>/<asset_id>` (local or remote), or None when there are none."""
@@ -236,35 +271,10 @@ def _robot_action_dim(model: _model.BaseModelConfig) -> int | None:
     return model.action_dim if model.model_type == ModelType.PI0_FAST else None
 
 
-def _delta_actions(group: _transforms.Group, mask: Sequence[bool]) -> _transforms.Group:
-    """Trains on actions relative to the current state on the masked dims (absolute again at inference)."""
-    return group.push(inputs=[_transforms.DeltaActions(mask)], outputs=[_transforms.AbsoluteActions(mask)])
-
-
 # ALOHA dataset keys → AlohaInputs keys, for datasets with only the top camera (e.g. the aloha_sim ones) ...
-ALOHA_TOP_CAMERA_REPACK = _transforms.Group(
-    inputs=[
-        _transforms.RepackTransform(
-            {"images": {"cam_high": "observation.images.top"}, "state": "observation.state", "actions": "action"}
-        )
-    ]
-)
+ALOHA_TOP_CAMERA_REPACK = aloha_policy.ALOHA_SIM.repack_transforms()
 # ... and for datasets with the high and both wrist cameras.
-ALOHA_THREE_CAMERA_REPACK = _transforms.Group(
-    inputs=[
-        _transforms.RepackTransform(
-            {
-                "images": {
-                    "cam_high": "observation.images.cam_high",
-                    "cam_left_wrist": "observation.images.cam_left_wrist",
-                    "cam_right_wrist": "observation.images.cam_right_wrist",
-                },
-                "state": "observation.state",
-                "actions": "action",
-            }
-        )
-    ]
-)
+ALOHA_THREE_CAMERA_REPACK = aloha_policy.ALOHA.repack_transforms()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,17 +293,14 @@ class LeRobotAlohaDataConfig(DataConfigFactory):
     action_sequence_keys: Sequence[str] = ("action",)
 
     def create(self, metadata_dir: pathlib.Path, model: _model.BaseModelConfig) -> DataConfig:
-        data_transforms = _transforms.Group(
-            inputs=[aloha_policy.AlohaInputs(action_dim=_robot_action_dim(model), adapt_to_pi=self.adapt_to_pi)],
-            outputs=[aloha_policy.AlohaOutputs(adapt_to_pi=self.adapt_to_pi)],
-        )
-        if self.use_delta_joint_actions:
-            data_transforms = _delta_actions(data_transforms, _transforms.make_bool_mask(6, -1, 6, -1))
-        return dataclasses.replace(
-            self.create_base_config(metadata_dir, model),
+        return self.create_robot_config(
+            metadata_dir,
+            model,
+            aloha_policy.ALOHA,
+            delta_actions=self.use_delta_joint_actions,
+            default_prompt=self.default_prompt,
+            transform_options={"adapt_to_pi": self.adapt_to_pi},
             repack_transforms=self.repack_transforms,
-            data_transforms=data_transforms,
-            model_transforms=self.model_transforms(model, self.default_prompt),
             action_sequence_keys=self.action_sequence_keys,
         )
 
@@ -306,30 +313,8 @@ class LeRobotLiberoDataConfig(DataConfigFactory):
     extra_delta_transform: bool = False
 
     def create(self, metadata_dir: pathlib.Path, model: _model.BaseModelConfig) -> DataConfig:
-        repack = _transforms.Group(
-            inputs=[
-                _transforms.RepackTransform(
-                    {
-                        "observation/image": "image",
-                        "observation/wrist_image": "wrist_image",
-                        "observation/state": "state",
-                        "actions": "actions",
-                        "prompt": "prompt",
-                    }
-                )
-            ]
-        )
-        data_transforms = _transforms.Group(
-            inputs=[libero_policy.LiberoInputs(action_dim=_robot_action_dim(model), model_type=model.model_type)],
-            outputs=[libero_policy.LiberoOutputs()],
-        )
-        if self.extra_delta_transform:
-            data_transforms = _delta_actions(data_transforms, _transforms.make_bool_mask(6, -1))
-        return dataclasses.replace(
-            self.create_base_config(metadata_dir, model),
-            repack_transforms=repack,
-            data_transforms=data_transforms,
-            model_transforms=self.model_transforms(model),
+        return self.create_robot_config(
+            metadata_dir, model, libero_policy.LIBERO, delta_actions=self.extra_delta_transform
         )
 
 
@@ -341,31 +326,7 @@ class LeRobotDroidDataConfig(DataConfigFactory):
     default_prompt: str | None = None
 
     def create(self, metadata_dir: pathlib.Path, model: _model.BaseModelConfig) -> DataConfig:
-        repack = _transforms.Group(
-            inputs=[
-                _transforms.RepackTransform(
-                    {
-                        "observation/exterior_image_1_left": "exterior_image_1_left",
-                        "observation/wrist_image_left": "wrist_image_left",
-                        "observation/joint_position": "joint_position",
-                        "observation/gripper_position": "gripper_position",
-                        "actions": "actions",
-                        "prompt": "prompt",
-                    }
-                )
-            ]
-        )
-        # DROID actions are joint velocities: no delta conversion.
-        data_transforms = _transforms.Group(
-            inputs=[droid_policy.DroidInputs(action_dim=_robot_action_dim(model), model_type=model.model_type)],
-            outputs=[droid_policy.DroidOutputs()],
-        )
-        return dataclasses.replace(
-            self.create_base_config(metadata_dir, model),
-            repack_transforms=repack,
-            data_transforms=data_transforms,
-            model_transforms=self.model_transforms(model, self.default_prompt),
-        )
+        return self.create_robot_config(metadata_dir, model, droid_policy.DROID, default_prompt=self.default_prompt)
 
 
 # The original's spelling.
@@ -378,30 +339,7 @@ class LeRobotCalvinDataConfig(DataConfigFactory):
     prompt from the task (the language annotation). See `calvin_policy` for the state/action mapping."""
 
     def create(self, metadata_dir: pathlib.Path, model: _model.BaseModelConfig) -> DataConfig:
-        repack = _transforms.Group(
-            inputs=[
-                _transforms.RepackTransform(
-                    {
-                        "observation/rgb_static": "rgb_static",
-                        "observation/rgb_gripper": "rgb_gripper",
-                        "observation/state": "robot_obs",
-                        "actions": "rel_actions",
-                        "prompt": "prompt",
-                    }
-                )
-            ]
-        )
-        data_transforms = _transforms.Group(
-            inputs=[calvin_policy.CalvinInputs()],
-            outputs=[calvin_policy.CalvinOutputs()],
-        )
-        return dataclasses.replace(
-            self.create_base_config(metadata_dir, model),
-            repack_transforms=repack,
-            data_transforms=data_transforms,
-            model_transforms=self.model_transforms(model),
-            action_sequence_keys=("rel_actions",),
-        )
+        return self.create_robot_config(metadata_dir, model, calvin_policy.CALVIN)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -416,16 +354,12 @@ class UR5DataConfig(DataConfigFactory):
     local_files_only: bool = False
 
     def create(self, metadata_dir: pathlib.Path, model: _model.BaseModelConfig) -> DataConfig:
-        data_transforms = _transforms.Group(
-            inputs=[ur5_policy.UR5Inputs(action_dim=_robot_action_dim(model), model_type=model.model_type)],
-            outputs=[ur5_policy.UR5Outputs()],
-        )
-        if self.use_delta_joint_actions:
-            data_transforms = _delta_actions(data_transforms, _transforms.make_bool_mask(6, -1))
-        return dataclasses.replace(
-            self.create_base_config(metadata_dir, model),
-            data_transforms=data_transforms,
-            model_transforms=self.model_transforms(model, self.default_prompt),
+        return self.create_robot_config(
+            metadata_dir,
+            model,
+            ur5_policy.UR5,
+            delta_actions=self.use_delta_joint_actions,
+            default_prompt=self.default_prompt,
             local_files_only=self.local_files_only,
         )
 
