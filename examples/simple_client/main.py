@@ -10,21 +10,11 @@ import time
 import numpy as np
 import tyro
 
-from openpi.policies import aloha_policy
-from openpi.policies import calvin_policy
-from openpi.policies import droid_policy
-from openpi.policies import libero_policy
+from openpi.policies import robots
 from openpi_client import websocket_client_policy
 
-
-class EnvMode(enum.Enum):
-    """The robot whose observations are sent (the server's `--env`)."""
-
-    ALOHA = "aloha"
-    ALOHA_SIM = "aloha_sim"
-    DROID = "droid"
-    CALVIN = "calvin"
-    LIBERO = "libero"
+# The robot whose observations are sent (the server's `--env`): one per robot record of `openpi.policies.robots`.
+EnvMode = enum.Enum("EnvMode", {name.upper(): name for name in robots.ROBOTS})
 
 
 @dataclasses.dataclass
@@ -45,19 +35,8 @@ class Args:
 
 
 def make_observation(env: EnvMode) -> dict:
-    """A random observation of `env`, shaped like what its robot client sends."""
-    if env is EnvMode.ALOHA:
-        return aloha_policy.make_aloha_example()
-    if env is EnvMode.ALOHA_SIM:
-        example = aloha_policy.make_aloha_example()
-        return {**example, "images": {"cam_high": example["images"]["cam_high"]}}
-    if env is EnvMode.DROID:
-        return droid_policy.make_droid_example()
-    if env is EnvMode.CALVIN:
-        return calvin_policy.make_calvin_example()
-    if env is EnvMode.LIBERO:
-        return libero_policy.make_libero_example()
-    raise ValueError(f"env: expected one of {[mode.name for mode in EnvMode]}, got {env!r}")
+    """A random observation of `env`, shaped like what its robot client sends (its robot record's example)."""
+    return robots.ROBOTS[env.value].make_example()
 
 
 def latency_table(timings_ms: dict[str, list[float]]) -> str:

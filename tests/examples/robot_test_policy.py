@@ -8,21 +8,10 @@ import numpy as np
 
 from openpi import transforms
 from openpi.models import model as _model
-from openpi.policies import aloha_policy
-from openpi.policies import calvin_policy
-from openpi.policies import droid_policy
-from openpi.policies import libero_policy
+from openpi.policies import robots
 from openpi_client import base_policy
 
 MODEL_ACTION_DIM = 32
-
-_TRANSFORMS = {
-    "ALOHA": (aloha_policy.AlohaInputs(MODEL_ACTION_DIM), aloha_policy.AlohaOutputs()),
-    "ALOHA_SIM": (aloha_policy.AlohaInputs(MODEL_ACTION_DIM), aloha_policy.AlohaOutputs()),
-    "DROID": (droid_policy.DroidInputs(MODEL_ACTION_DIM), droid_policy.DroidOutputs()),
-    "CALVIN": (calvin_policy.CalvinInputs(MODEL_ACTION_DIM), calvin_policy.CalvinOutputs()),
-    "LIBERO": (libero_policy.LiberoInputs(MODEL_ACTION_DIM), libero_policy.LiberoOutputs()),
-}
 
 
 def chunk_for(model_state: np.ndarray, horizon: int) -> np.ndarray:
@@ -31,14 +20,15 @@ def chunk_for(model_state: np.ndarray, horizon: int) -> np.ndarray:
 
 
 class RobotTestPolicy(base_policy.BasePolicy):
-    """Applies `env`'s input transform (so a malformed observation fails the request like on a real server),
-    checks the model images, and answers `chunk_for(state)` through `env`'s output transform.
+    """Applies the input transform of `env`'s robot record (so a malformed observation fails the request like on a
+    real server), checks the model images, and answers `chunk_for(state)` through the record's output transform.
 
     Every observation received is kept in `observations`.
     """
 
     def __init__(self, env: str, horizon: int = 10) -> None:
-        self._inputs, self._outputs = _TRANSFORMS[env]
+        robot_transforms = robots.ROBOTS[env.lower()].data_transforms(MODEL_ACTION_DIM, _model.ModelType.PI0)
+        (self._inputs,), (self._outputs,) = robot_transforms.inputs, robot_transforms.outputs
         self.horizon = horizon
         self.observations: list[dict] = []
         self._lock = threading.Lock()
