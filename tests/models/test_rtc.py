@@ -18,13 +18,15 @@ DELAY = jnp.array([1, 3])
 EXECUTION_HORIZON = 3
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _sample_jit(graphdef, state, observation, noise, rtc_kwargs):
-    return nnx.merge(graphdef, state).sample_actions(jax.random.key(0), observation, noise=noise, **rtc_kwargs)
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _sample_jit(graphdef, rtc_method, state, observation, noise, rtc_kwargs):
+    model = nnx.merge(graphdef, state)
+    return model.sample_actions(jax.random.key(0), observation, noise=noise, rtc_method=rtc_method, **rtc_kwargs)
 
 
-def _sample(model: pi0.Pi0, observation, noise, **rtc_kwargs) -> np.ndarray:
-    return np.asarray(_sample_jit(*nnx.split(model), observation, noise, rtc_kwargs))
+def _sample(model: pi0.Pi0, observation, noise, rtc_method=None, **rtc_kwargs) -> np.ndarray:
+    graphdef, state = nnx.split(model)
+    return np.asarray(_sample_jit(graphdef, rtc_method, state, observation, noise, rtc_kwargs))
 
 
 @functools.cache
@@ -125,3 +127,132 @@ def test_rtc_arguments_without_a_previous_chunk_are_refused():
     model, observation, noise, _ = _setup(pi05=False)
     with pytest.raises(ValueError, match="prev_chunk: required"):
         model.sample_actions(jax.random.key(0), observation, noise=noise, inference_delay=1, execution_horizon=3)
+
+
+# Training-time RTC (arXiv 2512.05964): per-token flow time, the given prefix clean at time 0.
+
+MAX_DELAY = 3
+
+
+@functools.cache
+def _trained_setup(pi05: bool):
+    """The model of `_setup` (same params) configured as trained with training-time RTC."""
+    model, observation, noise, prev_chunk = _setup(pi05)
+    config = test_pi0.tiny_config(action_horizon=HORIZON, pi05=pi05, training_rtc_max_delay=MAX_DELAY)
+    trained = nnx.merge(nnx.graphdef(config.create(jax.random.key(0))), nnx.state(model))
+    return trained, observation, noise, prev_chunk
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _flow_jit(graphdef, state, observation, actions, noise, time):
+    return nnx.merge(graphdef, state).flow_matching(observation, actions, noise, time)
+
+
+def _flow(model: pi0.Pi0, observation, actions, noise, time) -> dict[str, np.ndarray]:
+    return jax.tree.map(np.asarray, _flow_jit(*nnx.split(model), observation, actions, noise, time))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _loss_jit(graphdef, state, observation, actions, rng):
+    return nnx.merge(graphdef, state).compute_loss(rng, observation, actions, train=False)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"training_rtc_max_delay": HORIZON}, "training_rtc_max_delay: expected 0 (off) <= d < action_horizon (8)"),
+        ({"training_rtc_max_delay": -1}, "training_rtc_max_delay: expected 0 (off) <= d"),
+        ({"training_rtc_delay_distribution": "beta"}, "training_rtc_delay_distribution: expected one of"),
+    ],
+)
+def test_training_rtc_fields_of_the_wrong_form_are_refused_by_name(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        test_pi0.tiny_config(action_horizon=HORIZON, **overrides)
+
+
+def test_training_delays_follow_the_configured_distribution():
+    np.testing.assert_allclose(rtc.delay_probabilities(3, "uniform"), [0.25] * 4)
+    exp = np.exp(-2.0 * np.arange(5) / 4)
+    np.testing.assert_allclose(rtc.delay_probabilities(4, "exp"), exp / exp.sum())
+    for distribution in rtc.DELAY_DISTRIBUTIONS:
+        delays = np.asarray(rtc.sample_delays(jax.random.key(0), (20_000,), 4, distribution))
+        frequencies = np.bincount(delays, minlength=5) / delays.size
+        np.testing.assert_allclose(frequencies, rtc.delay_probabilities(4, distribution), atol=0.015)
+
+
+@pytest.mark.parametrize("pi05", [False, True])
+def test_one_flow_time_per_token_equal_across_the_chunk_is_one_time_per_example(pi05):
+    model, observation, noise, prev_chunk = _setup(pi05)
+    time = jnp.array([0.3, 0.8])
+    per_example = _flow(model, observation, prev_chunk, noise, time)
+    per_token = _flow(model, observation, prev_chunk, noise, jnp.repeat(time[:, None], HORIZON, axis=1))
+    np.testing.assert_allclose(per_token["v_t"], per_example["v_t"], atol=1e-5)
+    np.testing.assert_allclose(per_token["loss"], per_example["loss"], atol=1e-5)
+
+
+@pytest.mark.parametrize("pi05", [False, True])
+def test_a_prefix_at_time_zero_is_the_clean_actions_and_conditions_the_rest(pi05):
+    model, observation, noise, actions = _setup(pi05)
+    time = jnp.where(jnp.arange(HORIZON) < 2, 0.0, 0.6)[None].repeat(2, axis=0)
+    flow = _flow(model, observation, actions, noise, time)
+    np.testing.assert_array_equal(flow["x_t"][:, :2], actions[:, :2])
+    # The noise under the clean prefix plays no part; the prefix's actions do, in the predictions after it.
+    other_noise = _flow(model, observation, actions, noise.at[:, :2].add(3.0), time)
+    np.testing.assert_array_equal(other_noise["v_t"], flow["v_t"])
+    other_prefix = _flow(model, observation, actions.at[:, :2].add(1.0), noise, time)
+    assert np.abs(other_prefix["v_t"][:, 2:] - flow["v_t"][:, 2:]).mean() > 1e-3
+
+
+@pytest.mark.parametrize("pi05", [False, True])
+def test_training_rtc_loss_leaves_out_a_random_prefix_of_at_most_the_max_delay(pi05):
+    model, observation, _, actions = _trained_setup(pi05)
+    observation = jax.tree.map(lambda x: jnp.concatenate([x] * 16), observation)  # 32 examples
+    actions = jnp.concatenate([actions] * 16)
+    loss = np.asarray(_loss_jit(*nnx.split(model), observation, actions, jax.random.key(5)))
+    assert loss.shape == (32, HORIZON)
+    delays = np.argmax(loss != 0, axis=1)  # the random loss of a predicted action is never exactly 0
+    assert set(delays.tolist()) == set(range(MAX_DELAY + 1))  # 32 draws of 4 equally likely delays: all appear
+    for row, delay in zip(loss, delays, strict=True):
+        assert np.all(row[:delay] == 0)
+        assert np.all(row[delay:] > 0)
+    # Same draws: the predicted actions' loss is flow matching with the prefix at time 0, scaled by H / (H - d).
+    noise_rng, time_rng = jax.random.split(jax.random.key(5), 3)[1:]
+    noise = jax.random.normal(noise_rng, actions.shape)
+    time = jax.random.beta(time_rng, 1.5, 1, (32,)) * 0.999 + 0.001
+    token_time = jnp.where(jnp.arange(HORIZON) < delays[:, None], 0.0, time[:, None])
+    flow = _flow(model, observation, actions, noise, token_time)
+    expected = np.where(np.arange(HORIZON) < delays[:, None], 0.0, flow["loss"] * HORIZON / (HORIZON - delays[:, None]))
+    np.testing.assert_allclose(loss, expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("pi05", [False, True])
+def test_prefix_rtc_keeps_the_prefix_and_conditions_the_rest_on_it(pi05):
+    model, observation, noise, prev_chunk = _trained_setup(pi05)
+    free = _sample(model, observation, noise)
+    kwargs = {"prev_chunk": prev_chunk, "inference_delay": DELAY}
+    conditioned = _sample(model, observation, noise, **kwargs)
+    # A model trained with training-time RTC takes the prefix path by default; the guided one stays available.
+    np.testing.assert_array_equal(_sample(model, observation, noise, **kwargs, rtc_method="prefix"), conditioned)
+    guided_kwargs = kwargs | {"execution_horizon": EXECUTION_HORIZON}
+    guided = _sample(model, observation, noise, **guided_kwargs, rtc_method="guided")
+    untrained, *_ = _setup(pi05)
+    np.testing.assert_array_equal(guided, _sample(untrained, observation, noise, **guided_kwargs))
+    assert not np.allclose(guided, conditioned)
+
+    for example, delay in enumerate(DELAY.tolist()):
+        np.testing.assert_array_equal(conditioned[example, :delay], prev_chunk[example, :delay])
+        assert np.abs(conditioned[example, delay:] - free[example, delay:]).mean() > 1e-3
+    # Only the prefix conditions: the previous chunk after it has no say.
+    perturbed = prev_chunk.at[:, 3:].add(10.0)
+    np.testing.assert_array_equal(_sample(model, observation, noise, **kwargs | {"prev_chunk": perturbed}), conditioned)
+    # A delay of 0 gives nothing to condition on: unconditioned sampling.
+    zero_delay = _sample(model, observation, noise, prev_chunk=prev_chunk, inference_delay=jnp.array([0, 0]))
+    np.testing.assert_allclose(zero_delay, free, atol=1e-5)
+
+
+def test_rtc_method_of_the_wrong_form_is_refused_by_name():
+    model, observation, _, prev_chunk = _trained_setup(pi05=False)
+    with pytest.raises(ValueError, match=re.escape("rtc_method: expected one of ('guided', 'prefix') or None")):
+        model.sample_actions(jax.random.key(0), observation, prev_chunk=prev_chunk, inference_delay=1, rtc_method="x")
+    with pytest.raises(ValueError, match="inference_delay: required with prev_chunk"):
+        model.sample_actions(jax.random.key(0), observation, prev_chunk=prev_chunk)

@@ -98,7 +98,9 @@ class RMSNorm(nnx.Module):
         if cond is None:
             raise ValueError("RMSNorm: this adaptive norm needs a conditioning vector (adarms_cond)")
         kernel, bias = self.Dense_0.kernel[...].astype(x.dtype), self.Dense_0.bias[...].astype(x.dtype)
-        modulation = (cond.astype(x.dtype) @ kernel + bias)[:, None, :]
+        modulation = cond.astype(x.dtype) @ kernel + bias
+        if cond.ndim == 2:  # one condition per example [b, width]; else one per token [b, t, width]
+            modulation = modulation[:, None, :]
         scale, shift, gate = jnp.split(modulation, 3, axis=-1)
         return (normed * (1 + scale) + shift).astype(x.dtype), gate
 
@@ -324,7 +326,8 @@ class Module(nnx.Module):
         followed by the new ones, and the returned cache holds both. With ``cache_index`` as well, ``kv_cache`` is
         a fixed-size buffer instead: the new keys/values are written into it from that slot on, queries attend to
         the whole buffer (``mask`` spans it), and the updated buffer is returned.
-        ``adarms_cond`` holds one conditioning vector [b, width] (or None) per expert.
+        ``adarms_cond`` holds one conditioning vector [b, width] or one per token [b, t, width] (or None) per
+        expert.
         """
         xs = [None if e is None else e.astype(self.embed_dtype) for e in embedded]
         conds = list(adarms_cond) if adarms_cond is not None else [None] * len(xs)

@@ -90,6 +90,13 @@ class Pi0Config(_model.BaseModelConfig):
     image_keys: tuple[str, ...] = _model.IMAGE_KEYS
     augmentation: _model.Augmentation = "pi0"
 
+    # Training-time real-time chunking (`rtc`, arXiv 2512.05964). With a max delay d_max > 0, each training example
+    # gets its first d actions given clean (flow time 0 on those tokens, no loss on them), d drawn from
+    # `training_rtc_delay_distribution` over 0..d_max; `sample_actions` then continues a previous chunk by giving it
+    # its frozen prefix the same way (`rtc_method="prefix"`) instead of guiding towards it. 0 trains as without it.
+    training_rtc_max_delay: int = 0
+    training_rtc_delay_distribution: rtc.DelayDistribution = "uniform"
+
     def __post_init__(self):
         if self.max_token_len is None:
             object.__setattr__(self, "max_token_len", 200 if self.pi05 else 48)
@@ -98,6 +105,9 @@ class Pi0Config(_model.BaseModelConfig):
         if self.discrete_state_input and not self.pi05:
             raise ValueError("discrete_state_input: only pi0.5 (pi05=True) reads the state from the prompt")
         _model.check_model_fields(self.dtype, self.image_keys, self.augmentation)
+        rtc.check_training_fields(
+            self.training_rtc_max_delay, self.training_rtc_delay_distribution, self.action_horizon
+        )
 
     @property
     def model_type(self) -> _model.ModelType:
@@ -182,6 +192,8 @@ class Pi0(_model.BaseModel):
         self.image_keys = config.image_keys
         self.augmentation = config.augmentation
         self.pi05 = config.pi05
+        self.training_rtc_max_delay = config.training_rtc_max_delay
+        self.training_rtc_delay_distribution = config.training_rtc_delay_distribution
         experts = (gemma.get_config(config.paligemma_variant), gemma.get_config(config.action_expert_variant))
         self.PaliGemma = PaliGemma(config, experts, adarms=(False, config.pi05), rngs=rngs)
         width = experts[1].width
@@ -208,14 +220,21 @@ class Pi0(_model.BaseModel):
         return tokens, jnp.concatenate(input_mask, axis=1), ar_mask
 
     def embed_suffix(
-        self, obs: _model.Observation, noisy_actions: _model.Actions, time: at.Float[at.Array, " b"]
-    ) -> tuple[at.Array, at.Bool[at.Array, "b s"], at.Bool[at.Array, " s"], at.Float[at.Array, "b d"] | None]:
+        self, obs: _model.Observation, noisy_actions: _model.Actions, time: at.Float[at.Array, " b *ah"]
+    ) -> tuple[at.Array, at.Bool[at.Array, "b s"], at.Bool[at.Array, " s"], at.Float[at.Array, " b *ah d"] | None]:
         """pi0: a state token (own block), then action tokens fused with the flow time (one block after it).
         pi0.5: the action tokens alone (one block) and the time conditioning of the expert's norms.
 
-        Returns tokens, input mask, block-start mask and the adaRMS conditioning (None for pi0).
+        ``time`` is one flow time per example [b], or one per action token [b, ah] (training-time RTC: 0 on the given
+        prefix). Returns tokens, input mask, block-start mask and the adaRMS conditioning (None for pi0; per token
+        when the time is).
         """
-        time_emb = posemb_sincos(time, self.action_in_proj.out_features, min_period=4e-3, max_period=4.0)
+        width = self.action_in_proj.out_features
+        if time.ndim == 1:
+            time_emb = posemb_sincos(time, width, min_period=4e-3, max_period=4.0)
+        else:
+            time_emb = posemb_sincos(time.reshape(-1), width, min_period=4e-3, max_period=4.0)
+            time_emb = time_emb.reshape(*time.shape, width)
         action_tokens = self.action_in_proj(noisy_actions)
         if self.pi05:
             adarms_cond = nnx.swish(self.time_mlp_out(nnx.swish(self.time_mlp_in(time_emb))))
@@ -223,7 +242,8 @@ class Pi0(_model.BaseModel):
             ar_mask = jnp.array([True] + [False] * (self.action_horizon - 1))
             return action_tokens, input_mask, ar_mask, adarms_cond
         state_token = self.state_proj(obs.state)[:, None, :]
-        time_tokens = einops.repeat(time_emb, "b d -> b s d", s=self.action_horizon)
+        # One time per example is repeated onto every action token; one per token is there already.
+        time_tokens = einops.repeat(time_emb, "b d -> b s d", s=self.action_horizon) if time.ndim == 1 else time_emb
         action_time = jnp.concatenate([action_tokens, time_tokens], axis=-1)
         action_time = self.action_time_mlp_out(nnx.swish(self.action_time_mlp_in(action_time)))
         tokens = jnp.concatenate([state_token, action_time], axis=1)
@@ -245,18 +265,30 @@ class Pi0(_model.BaseModel):
         )
         noise = jax.random.normal(noise_rng, actions.shape)
         time = jax.random.beta(time_rng, 1.5, 1, actions.shape[:-2]) * 0.999 + 0.001
-        return self.flow_matching(observation, actions, noise, time)["loss"]
+        if not self.training_rtc_max_delay:
+            return self.flow_matching(observation, actions, noise, time)["loss"]
+        # Training-time RTC: the first d actions are given clean (time 0) and not predicted.
+        delay = rtc.sample_delays(
+            jax.random.fold_in(time_rng, 1),
+            actions.shape[:-2],
+            self.training_rtc_max_delay,
+            self.training_rtc_delay_distribution,
+        )
+        prefix = rtc.prefix_mask(delay, self.action_horizon)
+        token_time = jnp.where(prefix, 0.0, time[..., None])
+        return rtc.postfix_loss(self.flow_matching(observation, actions, noise, token_time)["loss"], prefix)
 
     def flow_matching(
         self,
         observation: _model.Observation,
         actions: _model.Actions,
         noise: _model.Actions,
-        time: at.Float[at.Array, " b"],
+        time: at.Float[at.Array, " b *ah"],
     ) -> dict[str, at.Array]:
         """Flow-matching terms at ``x_t = t * noise + (1 - t) * actions``; ``loss`` is the per-step squared
-        error of the predicted velocity ``v_t`` against ``u_t = noise - actions``."""
-        t = time[..., None, None]
+        error of the predicted velocity ``v_t`` against ``u_t = noise - actions``. ``time`` is per example [b] or
+        per action [b, ah]."""
+        t = time[..., None, None] if time.ndim == 1 else time[..., None]
         x_t = t * noise + (1 - t) * actions
         u_t = noise - actions
         prefix_tokens, prefix_mask, prefix_ar_mask = self.embed_prefix(observation)
@@ -326,13 +358,23 @@ class Pi0(_model.BaseModel):
         execution_horizon: rtc.Steps | None = None,
         guidance_max_weight: float = 5.0,
         prefix_attention_schedule: rtc.PrefixAttentionSchedule = "exp",
+        rtc_method: rtc.Method | None = None,
     ) -> _model.Actions:
         """Integrates the flow from noise (t=1) to actions (t=0) with ``num_steps`` Euler steps.
 
         With ``prev_chunk`` (the previous chunk re-indexed so that index 0 executes when this one starts), real-time
-        chunking (``rtc``): the first ``inference_delay`` actions are those of ``prev_chunk``, and the overlap up to
-        ``action_horizon - execution_horizon`` is guided towards it, the guidance weight clipped at
-        ``guidance_max_weight``. The delay and horizon are ints or one per example.
+        chunking (``rtc``): the first ``inference_delay`` actions are those of ``prev_chunk`` and the rest continues
+        them. ``rtc_method`` says how; None picks "prefix" for a model trained with ``training_rtc_max_delay`` and
+        "guided" otherwise:
+
+        - "guided" (inference-time RTC): the overlap up to ``action_horizon - execution_horizon`` is guided towards
+          ``prev_chunk``, the guidance weight clipped at ``guidance_max_weight`` and decaying by
+          ``prefix_attention_schedule``; a backward pass per step.
+        - "prefix" (training-time RTC): the frozen actions enter every step clean, at flow time 0, and only the rest
+          is denoised; no extra cost. ``execution_horizon`` is optional and the guidance settings do not apply. A
+          model not trained that way sees a prefix outside its training distribution.
+
+        The delay and horizon are ints or one per example.
         """
         observation = _model.preprocess_observation(
             None, observation, train=False, image_keys=self.image_keys, image_resolution=self.image_resolution
@@ -341,17 +383,26 @@ class Pi0(_model.BaseModel):
         actions_shape = (batch_size, self.action_horizon, self.action_dim)
         if noise is None:
             noise = jax.random.normal(rng, actions_shape)
+        method = None
         if prev_chunk is None:
             if inference_delay is not None or execution_horizon is not None:
                 raise ValueError("prev_chunk: required with inference_delay and execution_horizon, got None")
         else:
-            if inference_delay is None or execution_horizon is None:
-                raise ValueError("inference_delay, execution_horizon: required with prev_chunk, got None")
-            rtc.check_inputs(prev_chunk, inference_delay, execution_horizon, actions_shape)
-            weights = rtc.prefix_weights(
-                inference_delay, execution_horizon, self.action_horizon, prefix_attention_schedule
-            )
-            weights = jnp.broadcast_to(weights, actions_shape[:2])
+            method = rtc_method or ("prefix" if self.training_rtc_max_delay else "guided")
+            if method not in rtc.METHODS:
+                raise ValueError(f"rtc_method: expected one of {rtc.METHODS} or None, got {rtc_method!r}")
+            if inference_delay is None:
+                raise ValueError("inference_delay: required with prev_chunk, got None")
+            if method == "guided" and execution_horizon is None:
+                raise ValueError("execution_horizon: required with prev_chunk for rtc_method='guided', got None")
+            horizon = 0 if execution_horizon is None else execution_horizon
+            rtc.check_inputs(prev_chunk, inference_delay, horizon, actions_shape)
+            frozen = jnp.broadcast_to(rtc.prefix_mask(inference_delay, self.action_horizon), actions_shape[:2])
+            if method == "guided":
+                weights = rtc.prefix_weights(inference_delay, horizon, self.action_horizon, prefix_attention_schedule)
+                weights = jnp.broadcast_to(weights, actions_shape[:2])
+            else:
+                noise = jnp.where(frozen[..., None], prev_chunk, noise)
         dt = -1.0 / num_steps
         prefix_mask, kv_cache = self.fill_kv_cache(observation)
 
@@ -361,18 +412,21 @@ class Pi0(_model.BaseModel):
             def velocity(x):
                 return self.predict_velocity(observation, prefix_mask, kv_cache, x, jnp.broadcast_to(time, batch_size))
 
-            if prev_chunk is None:
+            if method is None:
                 v_t = velocity(x_t)
-            else:
+            elif method == "guided":
                 v_t = rtc.guided_velocity(velocity, x_t, time, prev_chunk, weights, guidance_max_weight)
+            else:
+                token_time = jnp.where(frozen, 0.0, time)
+                v_t = self.predict_velocity(observation, prefix_mask, kv_cache, x_t, token_time)
+                v_t = jnp.where(frozen[..., None], 0.0, v_t)
             return x_t + dt * v_t, time + dt
 
         x_0, _ = jax.lax.fori_loop(0, num_steps, step, (noise, jnp.float32(1.0)))
-        if prev_chunk is None:
+        if method is None:
             return x_0
         # Guidance alone leaves the frozen prefix only close; the robot executes prev_chunk's actions there.
-        frozen = jnp.arange(self.action_horizon) < jnp.asarray(inference_delay)[..., None]
-        return jnp.where(jnp.broadcast_to(frozen, actions_shape[:2])[..., None], prev_chunk, x_0)
+        return jnp.where(frozen[..., None], prev_chunk, x_0)
 
 
 def suffix_positions(

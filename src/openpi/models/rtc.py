@@ -10,6 +10,12 @@ Time convention: the paper integrates ``tau`` from 0 (noise) to 1 (data) with ``
 and velocity ``A - eps``; pi0 integrates ``t = 1 - tau`` from 1 (noise) to 0 (data) with velocity ``noise - actions``,
 the negated one. The predicted clean chunk ``A_tau + (1 - tau) * v_paper`` is therefore ``x_t - t * v``, and the
 paper's guided velocity ``v_paper + w * g`` becomes ``v - w * g`` here.
+
+Training-time action conditioning (Black, Ren, Equi, Levine 2025, arXiv 2512.05964), the "prefix" method: the model
+is trained with a random delay ``d`` per example whose first ``d`` actions are given clean (flow time 0 on those
+tokens, no loss on them), so at inference it conditions on the frozen prefix directly: the prefix tokens stay the
+previous chunk's actions at time 0 while the others are denoised. No guidance, no backward pass: a sampling step
+costs what an unconditioned one does.
 """
 
 from collections.abc import Callable
@@ -28,6 +34,16 @@ SCHEDULES: tuple[str, ...] = ("exp", "linear", "ones", "zeros")
 
 # Steps, given as an int or one per example.
 Steps: TypeAlias = int | at.Int[at.Array, " b"]
+
+# How a sampler continues the previous chunk: "guided" (inference-time guidance, any flow model) or "prefix" (the
+# frozen prefix given clean at time 0: for models trained with training-time conditioning).
+Method: TypeAlias = Literal["guided", "prefix"]
+METHODS: tuple[str, ...] = ("guided", "prefix")
+
+# The training-time delay distribution over 0..max_delay: "uniform", or "exp" with P(d) proportional to
+# exp(-2 d / max_delay) (short delays, the common case, more often; the longest still 1/e^2 as likely as none).
+DelayDistribution: TypeAlias = Literal["uniform", "exp"]
+DELAY_DISTRIBUTIONS: tuple[str, ...] = ("uniform", "exp")
 
 
 def prefix_weights(
@@ -111,3 +127,51 @@ def check_inputs(
                 f"inference_delay: expected 0 <= d <= action_horizon - execution_horizon "
                 f"({action_horizon} - {execution_horizon}), got {inference_delay}"
             )
+
+
+def check_training_fields(max_delay: int, distribution: str, action_horizon: int) -> None:
+    """Raises on a training-time delay setting a model cannot train with."""
+    if not 0 <= max_delay < action_horizon:
+        raise ValueError(
+            f"training_rtc_max_delay: expected 0 (off) <= d < action_horizon ({action_horizon}), got {max_delay}"
+        )
+    if distribution not in DELAY_DISTRIBUTIONS:
+        raise ValueError(
+            f"training_rtc_delay_distribution: expected one of {DELAY_DISTRIBUTIONS}, got {distribution!r}"
+        )
+
+
+def delay_probabilities(max_delay: int, distribution: DelayDistribution) -> np.ndarray:
+    """P(d) for d = 0..max_delay under ``distribution`` (see ``DelayDistribution``)."""
+    delays = np.arange(max_delay + 1)
+    if distribution == "uniform":
+        weights = np.ones(max_delay + 1)
+    elif distribution == "exp":
+        weights = np.exp(-2.0 * delays / max(max_delay, 1))
+    else:
+        raise ValueError(
+            f"training_rtc_delay_distribution: expected one of {DELAY_DISTRIBUTIONS}, got {distribution!r}"
+        )
+    return weights / weights.sum()
+
+
+def sample_delays(
+    rng: at.KeyArrayLike, batch_shape: tuple[int, ...], max_delay: int, distribution: DelayDistribution
+) -> at.Int[at.Array, "*b"]:
+    """One training-time delay per example, drawn from ``delay_probabilities``."""
+    logits = jnp.log(jnp.asarray(delay_probabilities(max_delay, distribution), jnp.float32))
+    return jax.random.categorical(rng, logits, shape=batch_shape)
+
+
+def prefix_mask(inference_delay: Steps, action_horizon: int) -> at.Bool[at.Array, "*b h"]:
+    """True on the first ``inference_delay`` actions of a chunk."""
+    return jnp.arange(action_horizon) < jnp.asarray(inference_delay)[..., None]
+
+
+def postfix_loss(loss: at.Float[at.Array, "*b h"], prefix: at.Bool[at.Array, "*b h"]) -> at.Float[at.Array, "*b h"]:
+    """The per-action loss with the given prefix taken out: zero there, the rest scaled by ``h / (h - d)`` so that
+    each example's mean over the chunk is its mean over the actions it predicts (and stays comparable to a loss
+    trained without a prefix)."""
+    horizon = loss.shape[-1]
+    predicted = jnp.sum(~prefix, axis=-1, keepdims=True)
+    return jnp.where(prefix, 0.0, loss) * (horizon / predicted)
