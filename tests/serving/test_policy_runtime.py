@@ -13,6 +13,7 @@ import pytest
 
 from openpi.models import model as _model
 from openpi.policies import policy as _policy
+from openpi.serving import batching
 from shared import file_modes
 
 STATE_DIM, HORIZON, ACTION_DIM = 3, 4, 2
@@ -48,8 +49,10 @@ def _obs(value: float, state_dim: int = STATE_DIM) -> dict:
 
 
 def _drop_prompt(data: dict) -> dict:
-    del data["prompt"]
-    return data
+    """Requires a prompt and drops it; like every transform, returns a new dict and leaves its input as it is."""
+    rest = dict(data)
+    del rest["prompt"]
+    return rest
 
 
 def _first_action_dim(data: dict) -> dict:
@@ -80,7 +83,7 @@ def test_infer_applies_transforms_model_and_sample_kwargs_and_adds_timing(policy
     np.testing.assert_array_equal(result["state"], obs["state"])
     assert set(result["policy_timing"]) == {"infer_ms"}
     assert result["policy_timing"]["infer_ms"] > 0
-    assert "prompt" in obs  # the caller's dict is untouched by the transforms
+    assert "prompt" in obs  # the caller's dict is untouched
     assert policy.metadata == {"robot": "toy"}
 
 
@@ -169,3 +172,43 @@ def test_recorded_steps_and_their_folder_are_as_readable_as_plain_writes_make_th
         recorder.infer(_obs(1.0))
     assert file_modes.unexpected_modes(tmp_path / "records") == {}
     assert [p.name for p in (tmp_path / "records").iterdir()] == ["step_0.npz"]
+
+
+def test_recorder_batches_like_the_policy_and_records_each_observation_as_a_step(policy, tmp_path):
+    recorder = _policy.PolicyRecorder(policy, tmp_path / "records")
+    observations = [_obs(value) for value in (1.0, 2.0, 3.0)]
+    results = recorder.infer_batch(observations)
+    # One batched model call: every result carries that call's time.
+    assert len({result["policy_timing"]["infer_ms"] for result in results}) == 1
+    assert sorted(p.name for p in (tmp_path / "records").iterdir()) == [f"step_{i}.npz" for i in range(3)]
+    for step, (obs, result) in enumerate(zip(observations, results, strict=True)):
+        np.testing.assert_allclose(result["actions"], _expected_actions(obs), rtol=1e-6)
+        with np.load(tmp_path / "records" / f"step_{step}.npz") as saved:
+            np.testing.assert_array_equal(saved["inputs/state"], obs["state"])
+            np.testing.assert_array_equal(saved["outputs/actions"], result["actions"])
+    recorder.infer(_obs(4.0))  # single calls carry on the numbering
+    assert (tmp_path / "records" / "step_3.npz").exists()
+
+
+def test_recorder_of_a_policy_without_infer_batch_records_one_call_per_observation(tmp_path):
+    class OneAtATime(_policy.BasePolicy):
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def infer(self, obs: dict) -> dict:
+            self.calls += 1
+            return {"actions": obs["state"] * 2}
+
+    wrapped = OneAtATime()
+    recorder = _policy.PolicyRecorder(wrapped, tmp_path / "records")
+    results = recorder.infer_batch([_obs(1.0), _obs(2.0)])
+    assert wrapped.calls == 2
+    np.testing.assert_array_equal(results[1]["actions"], _obs(2.0)["state"] * 2)
+    with np.load(tmp_path / "records" / "step_1.npz") as saved:
+        np.testing.assert_array_equal(saved["outputs/actions"], results[1]["actions"])
+
+
+def test_server_batching_stays_on_when_recording(policy, tmp_path):
+    recorder = _policy.PolicyRecorder(policy, tmp_path / "records")
+    batcher = batching.InferenceBatcher(recorder, max_batch_size=4, max_wait_ms=0, expected_concurrency=lambda: 4)
+    assert batcher.max_batch_size == 4
