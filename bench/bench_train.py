@@ -87,7 +87,7 @@ def bench_norm_stats(episodes: int, slow_frames: int) -> None:
         frames = len(data_loader.open_lerobot_dataset(data_config))
         fast = frames / (time.perf_counter() - start)
 
-        dataset = data_loader.open_lerobot_dataset(data_config, config.model.action_horizon)
+        dataset = data_loader.create_dataset(data_config, config.model)
         transform = data_loader.sample_transforms(data_config, normalize=False, model_transforms=False)
         start = time.perf_counter()
         for index in range(slow_frames):

@@ -15,6 +15,7 @@ import numpy as np
 
 from openpi.models import tokenizer as _tokenizer
 from openpi.shared import normalize as _normalize
+from openpi.shared import tree as _tree
 from openpi_client import image_tools
 
 DataDict: TypeAlias = dict[str, Any]
@@ -94,7 +95,12 @@ class RepackTransform(DataTransformFn):
 
 @dataclasses.dataclass(frozen=True)
 class InjectDefaultPrompt(DataTransformFn):
-    """Sets `prompt` to a default when the sample has none (a `None` default does nothing)."""
+    """Sets `prompt` to a default when the sample has none (a `None` default does nothing).
+
+    The one place a default prompt takes effect. A data config's default (`ModelTransformFactory`, training and
+    serving) and a policy's (`PolicyConfig.default_prompt`, e.g. `serve_policy.py --default_prompt`) both become this
+    step; the policy's runs first in the chain, so it wins.
+    """
 
     prompt: str | None
 
@@ -281,22 +287,19 @@ def _shift_actions(data: DataDict, mask: Sequence[bool] | None, *, sign: int) ->
 class TokenizePrompt(DataTransformFn):
     """Replaces `prompt` by `tokenized_prompt` (int32) and `tokenized_prompt_mask` (bool).
 
-    `default_prompt` is used when the sample has no prompt; without either, this raises. With
+    A sample without a prompt is refused: `InjectDefaultPrompt`, earlier in the chain, supplies a default. With
     `discrete_state_input` (pi0.5) the normalized `state` is written into the prompt as well, so this runs after
     `Normalize` and before `PadStatesAndActions`: the prompt shows the robot's own state dims.
     """
 
     tokenizer: _tokenizer.PaligemmaTokenizer
-    default_prompt: str | None = None
     discrete_state_input: bool = False
 
     def __call__(self, data: DataDict) -> DataDict:
         data = dict(data)
         prompt = data.pop("prompt", None)
         if prompt is None:
-            prompt = self.default_prompt
-        if prompt is None:
-            raise ValueError("prompt: required (a string), but the sample has none and there is no default_prompt")
+            raise ValueError("prompt: required (a string), but the sample has none and no default prompt was set")
         state = (
             _required_state(data, "TokenizePrompt(discrete_state_input=True)") if self.discrete_state_input else None
         )
@@ -389,29 +392,12 @@ class PadStatesAndActions(DataTransformFn):
 
 def flatten_dict(tree: Mapping[str, Any]) -> dict[str, Any]:
     """Flattens nested dicts into one level with `/`-joined keys (empty sub-dicts vanish)."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat.update({f"{key}/{sub_key}": sub for sub_key, sub in flatten_dict(value).items()})
-        else:
-            flat[str(key)] = value
-    return flat
+    return _tree.flatten(tree, sep="/")
 
 
 def unflatten_dict(flat: Mapping[str, Any]) -> dict[str, Any]:
     """Inverse of `flatten_dict`."""
-    tree: dict[str, Any] = {}
-    for key, value in flat.items():
-        *parents, leaf = key.split("/")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"{key}: a leaf already sits at a parent of this key")
-        if leaf in node:
-            raise ValueError(f"{key}: appears twice, or both as a leaf and as a parent")
-        node[leaf] = value
-    return tree
+    return _tree.unflatten(flat, sep="/")
 
 
 def transform_dict(patterns: Mapping[str, str | None], tree: Mapping[str, Any]) -> dict[str, Any]:

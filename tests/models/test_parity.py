@@ -15,6 +15,7 @@ from openpi.models import model as _model
 from openpi.models import parity
 from openpi.models import pi0
 from openpi.models import siglip
+from openpi.shared import tree
 
 REFERENCE = pathlib.Path(__file__).parents[1] / "fixtures"
 ROOT = pathlib.Path(__file__).parents[2]
@@ -62,7 +63,7 @@ def _write_fixture(directory: pathlib.Path, seed: int) -> pathlib.Path:
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     rng = np.random.default_rng(seed)
     batch = 3
-    arrays = {f"params/{'/'.join(path)}": np.asarray(v) for path, v in _model._flatten(params).items()}
+    arrays = {f"params/{'/'.join(path)}": np.asarray(v) for path, v in tree.flatten(params).items()}
     for cam in _model.IMAGE_KEYS:
         arrays[f"in/images/{cam}"] = rng.uniform(-1, 1, (batch, 64, 48, 3)).astype(np.float32)
         arrays[f"in/image_masks/{cam}"] = np.array([True, cam != "right_wrist_0_rgb", True])

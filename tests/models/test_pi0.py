@@ -16,6 +16,7 @@ from openpi.models import lora
 from openpi.models import model as _model
 from openpi.models import pi0
 from openpi.models import siglip
+from openpi.shared import tree
 
 REFERENCE = pathlib.Path(__file__).parents[1] / "fixtures"
 
@@ -59,8 +60,8 @@ def _sample(model: pi0.Pi0, observation: _model.Observation, noise: jax.Array) -
     return _sample_jit(*nnx.split(model), observation, noise)
 
 
-def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
-    return {"/".join(path): tuple(leaf.shape) for path, leaf in _model._flatten(tree).items()}
+def _flat_shapes(params) -> dict[str, tuple[int, ...]]:
+    return {path: tuple(leaf.shape) for path, leaf in tree.flatten(params, sep="/").items()}
 
 
 def _random_observation(config: pi0.Pi0Config, batch_size: int, seed: int = 0) -> _model.Observation:
@@ -135,8 +136,8 @@ def test_fresh_lora_model_computes_exactly_what_its_base_model_computes():
     adapted = lora_config.create(jax.random.key(2))
     # Base weights copied over; adapters keep their fresh initialisation (B = 0).
     state = nnx.state(adapted, nnx.Param)
-    merged = _model._flatten(nnx.to_pure_dict(state)) | _model._flatten(nnx.to_pure_dict(nnx.state(base, nnx.Param)))
-    nnx.replace_by_pure_dict(state, _model._unflatten(merged))
+    merged = tree.flatten(nnx.to_pure_dict(state)) | tree.flatten(nnx.to_pure_dict(nnx.state(base, nnx.Param)))
+    nnx.replace_by_pure_dict(state, tree.unflatten(merged))
     nnx.update(adapted, state)
 
     observation = _random_observation(base_config, batch_size=2)
@@ -156,7 +157,7 @@ def test_restore_params_returns_original_values_for_both_checkpoint_layouts(name
     with np.load(REFERENCE / "pi0_tiny_parity.npz") as npz:
         expected = {key.removeprefix("params/"): npz[key] for key in npz.files if key.startswith("params/")}
     params = _model.restore_params(REFERENCE / name, restore_type=np.ndarray)
-    flat = {"/".join(path): leaf for path, leaf in _model._flatten(params).items()}
+    flat = {"/".join(path): leaf for path, leaf in tree.flatten(params).items()}
     assert flat.keys() == expected.keys()
     for key, value in expected.items():
         np.testing.assert_array_equal(flat[key], value, err_msg=key)

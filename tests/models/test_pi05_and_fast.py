@@ -17,6 +17,7 @@ from openpi.models import model as _model
 from openpi.models import parity
 from openpi.models import pi0
 from openpi.models import pi0_fast
+from openpi.shared import tree
 
 REFERENCE = pathlib.Path(__file__).parents[1] / "fixtures"
 
@@ -25,7 +26,7 @@ def _param_shapes(config: _model.BaseModelConfig) -> dict[str, tuple[int, ...]]:
     model = nnx.eval_shape(lambda: config.create(jax.random.key(0)))
     return {
         "/".join(path): tuple(leaf.shape)
-        for path, leaf in _model._flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param))).items()
+        for path, leaf in tree.flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param))).items()
     }
 
 
@@ -200,7 +201,7 @@ def test_fast_loss_needs_the_fast_masks():
 def test_fast_lora_freeze_filter_freezes_the_gemma_base_weights():
     config = pi0_fast.Pi0FASTConfig(paligemma_variant="gemma_2b_lora")
     model = nnx.eval_shape(lambda: config.create(jax.random.key(0)))
-    frozen = {"/".join(p) for p in _model._flatten(nnx.to_pure_dict(nnx.state(model, config.get_freeze_filter())))}
+    frozen = {"/".join(p) for p in tree.flatten(nnx.to_pure_dict(nnx.state(model, config.get_freeze_filter())))}
     assert "PaliGemma/llm/layers/attn/q_einsum/w" in frozen
     assert "PaliGemma/llm/layers/attn/q_einsum/lora_a" not in frozen
     assert not any(path.startswith("PaliGemma/img") for path in frozen)
@@ -238,7 +239,7 @@ def _fixture_of_other_dims(directory: pathlib.Path, kind: str) -> pathlib.Path:
     rng = np.random.default_rng(5)
     arrays = {
         f"params/{'/'.join(path)}": np.asarray(value)
-        for path, value in _model._flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param))).items()
+        for path, value in tree.flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param))).items()
     }
     for cam in model.image_keys:
         arrays[f"in/images/{cam}"] = rng.uniform(-1, 1, (2, 48, 32, 3)).astype(np.float32)

@@ -121,10 +121,12 @@ def test_tokenize_prompt_replaces_prompt_by_tokens_and_mask(model_path, prompt):
     np.testing.assert_array_equal(out["tokenized_prompt_mask"], expected_mask)
 
 
-def test_tokenize_prompt_falls_back_to_default_prompt(model_path):
+def test_tokenize_prompt_reads_the_injected_default_prompt_and_refuses_a_sample_without_one(model_path):
     tokenizer = _tokenizer.PaligemmaTokenizer(12, path=model_path)
-    out = transforms.TokenizePrompt(tokenizer, default_prompt="open the drawer")({})
-    np.testing.assert_array_equal(out["tokenized_prompt"], tokenizer.tokenize("open the drawer")[0])
+    chain = transforms.compose(
+        [transforms.InjectDefaultPrompt("open the drawer"), transforms.TokenizePrompt(tokenizer)]
+    )
+    np.testing.assert_array_equal(chain({})["tokenized_prompt"], tokenizer.tokenize("open the drawer")[0])
     with pytest.raises(ValueError, match="prompt: required"):
         transforms.TokenizePrompt(tokenizer)({"state": np.zeros(3)})
     with pytest.raises(TypeError, match="prompt: expected a string, got int"):

@@ -42,7 +42,7 @@ def test_norm_stats_from_columns_match_stats_of_fully_decoded_samples(tmp_path, 
     fast = normalize.load(path.parent)
 
     data_config = config.data.create(config.assets_dirs, config.model)
-    dataset = data_loader.open_lerobot_dataset(data_config, config.model.action_horizon)
+    dataset = data_loader.create_dataset(data_config, config.model)
     transform = data_loader.sample_transforms(data_config, normalize=False, model_transforms=False)
     samples = [transform(dataset[i]) for i in range(len(dataset))]
     states = np.stack([s["state"] for s in samples])

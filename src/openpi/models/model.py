@@ -7,7 +7,7 @@ import enum
 import logging
 import pathlib
 import typing
-from typing import Any, Generic, Literal, TypeAlias, TypeVar
+from typing import Generic, Literal, TypeAlias, TypeVar
 
 from flax import struct
 import flax.nnx as nnx
@@ -18,6 +18,7 @@ import orbax.checkpoint as ocp
 
 from openpi.shared import array_typing as at
 from openpi.shared import image_tools
+from openpi.shared import tree as _tree
 
 logger = logging.getLogger("openpi")
 
@@ -205,35 +206,15 @@ class BaseModel(nnx.Module, abc.ABC):
 Model: TypeAlias = BaseModel
 
 
-def _flatten(tree: dict, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, (*prefix, key)))
-        else:
-            flat[(*prefix, key)] = value
-    return flat
-
-
-def _unflatten(flat: dict[tuple[str, ...], Any]) -> dict:
-    tree: dict = {}
-    for path, value in flat.items():
-        node = tree
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return tree
-
-
 def intersect_trees(reference: dict, tree: dict) -> dict:
     """Keeps only the leaves of ``tree`` whose paths also exist in ``reference``."""
-    reference_paths = set(_flatten(reference))
-    return _unflatten({path: value for path, value in _flatten(tree).items() if path in reference_paths})
+    reference_paths = set(_tree.flatten(reference))
+    return _tree.unflatten({path: value for path, value in _tree.flatten(tree).items() if path in reference_paths})
 
 
 def check_param_tree(expected: dict, got: dict) -> None:
     """Raises a ValueError naming every missing, unexpected or wrongly shaped parameter path."""
-    flat_expected, flat_got = _flatten(expected), _flatten(got)
+    flat_expected, flat_got = _tree.flatten(expected), _tree.flatten(got)
     problems = [f"missing {'/'.join(path)}" for path in flat_expected.keys() - flat_got.keys()]
     problems += [f"unexpected {'/'.join(path)}" for path in flat_got.keys() - flat_expected.keys()]
     for path in flat_expected.keys() & flat_got.keys():
@@ -283,7 +264,7 @@ def restore_params(
         params = checkpointer.restore(params_path, ocp.args.PyTreeRestore(item=item, restore_args=restore_args))
     params = params["params"]
 
-    flat = _flatten(params)
+    flat = _tree.flatten(params)
     if flat and all(path[-1] == "value" for path in flat):
-        params = _unflatten({path[:-1]: value for path, value in flat.items()})
+        params = _tree.unflatten({path[:-1]: value for path, value in flat.items()})
     return params

@@ -24,6 +24,7 @@ from openpi.models import pi0
 from openpi.models import pi0_fast
 from openpi.models import siglip
 from openpi.shared import array_typing as at
+from openpi.shared import tree
 
 FLOAT32_ATOL = 1e-4
 # bfloat16 keeps 8 mantissa bits, so results move with the order of accumulation: the original's own bf16 run
@@ -95,7 +96,7 @@ def params_from_npz(arrays: dict[str, np.ndarray]) -> dict:
     flat = {tuple(key.split("/")[1:]): value for key, value in arrays.items() if key.startswith("params/")}
     if not flat:
         raise ValueError("fixture: no 'params/...' arrays found")
-    return _model._unflatten(flat)
+    return tree.unflatten(flat)
 
 
 def observation_from_npz(arrays: dict[str, np.ndarray], prompt_prefix: str = "in/") -> _model.Observation:

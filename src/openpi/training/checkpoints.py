@@ -24,7 +24,9 @@ import flax.nnx as nnx
 import jax
 import orbax.checkpoint as ocp
 
+from openpi.shared import download as _download
 from openpi.shared import normalize as _normalize
+from openpi.training import sharding as _sharding
 from openpi.training import utils as _utils
 
 logger = logging.getLogger(__name__)
@@ -97,7 +99,7 @@ def initialize_checkpoint_dir(
         )
         return manager, resuming
     checkpoint_dir = pathlib.Path(checkpoint_dir).resolve()
-    _sync_processes("checkpoint-dir")
+    _sharding.sync_processes("checkpoint-dir")
     if jax.process_index() == 0:
         if overwrite and checkpoint_dir.exists():
             replaced = checkpoint_dir.with_name(f".{checkpoint_dir.name}.overwritten-{uuid.uuid4().hex[:8]}")
@@ -106,7 +108,7 @@ def initialize_checkpoint_dir(
             shutil.rmtree(replaced)
             logger.info("Deleted the previous run in %s (--overwrite)", checkpoint_dir)
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    _sync_processes("checkpoint-dir-created")
+    _sharding.sync_processes("checkpoint-dir-created")
 
     return ocp.CheckpointManager(
         epath.Path(checkpoint_dir),
@@ -123,13 +125,6 @@ def initialize_checkpoint_dir(
             enable_async_checkpointing=False,
         ),
     )
-
-
-def _sync_processes(name: str) -> None:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
 
 
 def _params_item(params: nnx.State) -> dict:
@@ -229,8 +224,12 @@ def restore_state(
 
 
 def load_norm_stats(assets_dir: str | pathlib.Path, asset_id: str) -> dict[str, _normalize.NormStats]:
-    """The norm stats a checkpoint carries: `<assets_dir>/<asset_id>/norm_stats.json`."""
-    return _normalize.load(pathlib.Path(assets_dir) / asset_id)
+    """The norm stats in `<assets_dir>/<asset_id>/norm_stats.json`: a checkpoint's `assets/` or a config's assets dir,
+    local, s3:// or gs://. Raises FileNotFoundError when there are none (a data config treats that as no stats)."""
+    location = f"{str(assets_dir).rstrip('/')}/{asset_id}"
+    norm_stats = _normalize.load(_download.maybe_download(location))
+    logger.info("Loaded norm stats from %s", location)
+    return norm_stats
 
 
 def all_steps(checkpoint_dir: str | pathlib.Path) -> list[int]:

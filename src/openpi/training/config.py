@@ -25,8 +25,7 @@ from openpi.policies import droid_policy
 from openpi.policies import libero_policy
 from openpi.policies import robot as _robot
 from openpi.policies import ur5_policy
-from openpi.shared import download as _download
-from openpi.shared import normalize as _normalize
+from openpi.training import checkpoints as _checkpoints
 from openpi.training import debug_data
 from openpi.training import optimizer as _optimizer
 from openpi.training import weight_loaders
@@ -169,14 +168,19 @@ class DataConfigFactory(abc.ABC):
     def create_base_config(
         self, assets_dirs: pathlib.Path, model_config: _model.BaseModelConfig | None = None
     ) -> DataConfig:
-        """`base_config` with the repo id, asset id and the norm stats found under the assets dir."""
+        """`base_config` with the repo id, asset id and the norm stats found under the assets dir (None when it has
+        none for the asset id)."""
         repo_id = None if self.repo_id is tyro.MISSING else self.repo_id
         asset_id = self.assets.asset_id or repo_id
+        assets_dir = self.assets.assets_dir or assets_dirs
+        norm_stats = None
+        if asset_id is not None:
+            try:
+                norm_stats = _checkpoints.load_norm_stats(assets_dir, asset_id)
+            except FileNotFoundError:
+                logger.info("No norm stats for %s in %s", asset_id, assets_dir)
         config = dataclasses.replace(
-            self.base_config or DataConfig(),
-            repo_id=repo_id,
-            asset_id=asset_id,
-            norm_stats=load_norm_stats(self.assets.assets_dir or assets_dirs, asset_id),
+            self.base_config or DataConfig(), repo_id=repo_id, asset_id=asset_id, norm_stats=norm_stats
         )
         if model_config is not None:
             config = dataclasses.replace(config, use_quantile_norm=model_config.model_type != ModelType.PI0)
@@ -218,20 +222,6 @@ class DataConfigFactory(abc.ABC):
             model_transforms=self.model_transforms(model_config, prompt),
             **(robot_fields | fields),
         )
-
-
-def load_norm_stats(assets_dir: str | pathlib.Path, asset_id: str | None) -> dict[str, _transforms.NormStats] | None:
-    """The norm stats in `<assets_dir>/<asset_id>` (local or remote), or None when there are none."""
-    if asset_id is None:
-        return None
-    location = f"{str(assets_dir).rstrip('/')}/{asset_id}"
-    try:
-        norm_stats = _normalize.load(_download.maybe_download(location))
-    except FileNotFoundError:
-        logger.info("No norm stats in %s", location)
-        return None
-    logger.info("Loaded norm stats from %s", location)
-    return norm_stats
 
 
 @dataclasses.dataclass(frozen=True)

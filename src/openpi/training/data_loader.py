@@ -8,7 +8,6 @@ so restarting at any step (resume) or on any number of processes reproduces the 
 
 from collections.abc import Iterable, Iterator, Sequence
 import concurrent.futures
-import dataclasses
 import itertools
 import logging
 import pathlib
@@ -147,11 +146,14 @@ def open_lerobot_dataset(
 def create_dataset(
     data_config: _config.DataConfig, model_config: _model.BaseModelConfig, *, action_horizon: int | None = None
 ) -> Dataset:
-    """The raw dataset: LeRobot frames with action chunks of `action_horizon` rows (default: the model's), or fake
-    model inputs."""
+    """The raw dataset: LeRobot frames with action chunks of `action_horizon` rows (default: the model's), their
+    `prompt` set from the frame's task when the config says `prompt_from_task`; or fake model inputs."""
     if is_fake(data_config):
         return FakeDataset(model_config, num_samples=1024)
-    return open_lerobot_dataset(data_config, action_horizon or model_config.action_horizon)
+    dataset = open_lerobot_dataset(data_config, action_horizon or model_config.action_horizon)
+    if data_config.prompt_from_task:
+        return TransformedDataset(dataset, _transforms.PromptFromLeRobotTask(dataset.meta.tasks))
+    return dataset
 
 
 def create_torch_dataset(
@@ -164,24 +166,14 @@ def create_torch_dataset(
 def sample_transforms(
     data_config: _config.DataConfig, *, normalize: bool = True, model_transforms: bool = True
 ) -> _transforms.DataTransformFn:
-    """Dataset sample → model inputs: prompt from task, repack, robot transforms, normalize, model transforms."""
-    steps = [_PromptFromTask()] if data_config.prompt_from_task else []
-    steps += [*data_config.repack_transforms.inputs, *data_config.data_transforms.inputs]
+    """Dataset sample (with its prompt, see `create_dataset`) → model inputs: repack, robot transforms, normalize,
+    model transforms."""
+    steps = [*data_config.repack_transforms.inputs, *data_config.data_transforms.inputs]
     if normalize:
         steps.append(_transforms.Normalize(data_config.norm_stats, use_quantiles=data_config.use_quantile_norm))
     if model_transforms:
         steps += data_config.model_transforms.inputs
     return _transforms.compose(steps)
-
-
-@dataclasses.dataclass(frozen=True)
-class _PromptFromTask(_transforms.DataTransformFn):
-    """Sets `prompt` to the LeRobot frame's task text."""
-
-    def __call__(self, data: dict) -> dict:
-        if "task" not in data:
-            raise ValueError(f"task: prompt_from_task needs the LeRobot 'task' of each frame; got keys {sorted(data)}")
-        return {**data, "prompt": data["task"]}
 
 
 def transform_dataset(dataset: Dataset, data_config: _config.DataConfig, *, skip_norm_stats: bool = False) -> Dataset:
@@ -466,13 +458,13 @@ def norm_stats_batches(
     chunk = np.clip(chunk, episodes["from"][episode_of_frame][:, None], episodes["to"][episode_of_frame][:, None] - 1)
     chunked = {key: columns[key][chunk] for key in data_config.action_sequence_keys}
     placeholders = {key: np.zeros((3, 1, 1), np.float32) for key in dataset.meta.camera_keys}
-    tasks = dataset.meta.tasks
     transform = sample_transforms(data_config, normalize=False, model_transforms=False)
+    if data_config.prompt_from_task:
+        transform = _transforms.compose([_transforms.PromptFromLeRobotTask(dataset.meta.tasks), transform])
 
     def frame(index: int) -> dict[str, np.ndarray]:
         sample = {key: column[index] for key, column in columns.items()}
         sample |= {key: values[index] for key, values in chunked.items()} | placeholders
-        sample["task"] = tasks[int(sample["task_index"])] if "task_index" in sample else ""
         result = transform(sample)
         return {"state": np.asarray(result["state"]), "actions": np.asarray(result["actions"])}
 

@@ -112,3 +112,11 @@ def initialize_distributed() -> bool:
         jax.distributed.initialize()
         return True
     return False
+
+
+def sync_processes(name: str) -> None:
+    """Waits until every process of a multi-process run reaches the barrier `name`; a no-op in a single process."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)

@@ -21,7 +21,6 @@ from typing import Any
 import urllib.parse
 import uuid
 
-from flax import traverse_util
 import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
@@ -33,6 +32,7 @@ from openpi.models import model as _model
 from openpi.shared import accelerator
 from openpi.shared import compilation_cache
 from openpi.shared import fileio as _fileio
+from openpi.shared import tree as _tree
 from openpi.training import checkpoints as _checkpoints
 from openpi.training import config as _config
 from openpi.training import data_loader as _data_loader
@@ -62,8 +62,8 @@ def init_train_state(
     def init(rng: jax.Array, loaded_params: dict | None) -> _utils.TrainState:
         graphdef, params = nnx.split(config.model.create(rng))
         if loaded_params:
-            merged = traverse_util.flatten_dict(nnx.to_pure_dict(params)) | traverse_util.flatten_dict(loaded_params)
-            nnx.replace_by_pure_dict(params, traverse_util.unflatten_dict(merged))
+            merged = _tree.flatten(nnx.to_pure_dict(params)) | _tree.flatten(loaded_params)
+            nnx.replace_by_pure_dict(params, _tree.unflatten(merged))
         trainable, frozen = _split_params(config, params)
         # Frozen params are only read: bfloat16 halves their memory.
         frozen = jax.tree.map(lambda x: x.astype(jnp.bfloat16), frozen)
@@ -88,8 +88,8 @@ def init_train_state(
     loaded = config.weight_loader.load(nnx.to_pure_dict(abstract.params))
     _model.check_param_tree(nnx.to_pure_dict(abstract.params), loaded)
     # Leaves the loader left abstract keep their fresh initialisation.
-    loaded = traverse_util.unflatten_dict(
-        {k: v for k, v in traverse_util.flatten_dict(loaded).items() if not isinstance(v, jax.ShapeDtypeStruct)}
+    loaded = _tree.unflatten(
+        {k: v for k, v in _tree.flatten(loaded).items() if not isinstance(v, jax.ShapeDtypeStruct)}
     )
     state = jax.jit(init, in_shardings=(sharding.replicated(mesh), None), out_shardings=state_sharding)(rng, loaded)
     logger.info("Initialised train state: %s", _utils.array_tree_summary(state.params))
@@ -131,16 +131,9 @@ def _resolve_norm_stats(config: _config.TrainConfig) -> _config.DataConfig:
         if jax.process_index() == 0:
             path = _data_loader.compute_norm_stats(config, progress=False)
             logger.info("Computed norm stats of the generated dataset into %s", path)
-        _sync("norm-stats")
+        sharding.sync_processes("norm-stats")
         data_config = config.data.create(config.assets_dirs, config.model)
     return data_config
-
-
-def _sync(name: str) -> None:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
 
 
 class MetricsLog:

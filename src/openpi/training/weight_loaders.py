@@ -5,12 +5,12 @@ import logging
 import re
 from typing import Protocol, runtime_checkable
 
-import flax.traverse_util
 import numpy as np
 
 from openpi.models import model as _model
 from openpi.shared import array_typing as at
 from openpi.shared import download
+from openpi.shared import tree as _tree
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class PaliGemmaWeightLoader(WeightLoader):
         path = download.maybe_download(self.params_url, gs={"token": "anon"})
         with path.open("rb") as f:
             flat = dict(np.load(f, allow_pickle=False))
-        loaded = {"PaliGemma": flax.traverse_util.unflatten_dict(flat, sep="/")["params"]}
+        loaded = {"PaliGemma": _tree.unflatten(flat, sep="/")["params"]}
         return merge_params(loaded, params, missing_regex=".*", source=self.params_url)
 
 
@@ -67,8 +67,8 @@ def merge_params(loaded: at.Params, params: at.Params, *, missing_regex: str, so
     Raises a ValueError listing shape mismatches and params missing from `loaded` (unless matched by
     `missing_regex`).
     """
-    flat_params = flax.traverse_util.flatten_dict(params, sep="/")
-    flat_loaded = flax.traverse_util.flatten_dict(loaded, sep="/")
+    flat_params = _tree.flatten(params, sep="/")
+    flat_loaded = _tree.flatten(loaded, sep="/")
     pattern = re.compile(missing_regex)
     problems = []
     merged = {}
@@ -91,4 +91,4 @@ def merge_params(loaded: at.Params, params: at.Params, *, missing_regex: str, so
     ignored = len(flat_loaded.keys() - flat_params.keys())
     if ignored:
         logger.info("%s: ignored %d params the model does not have", source, ignored)
-    return flax.traverse_util.unflatten_dict(merged, sep="/")
+    return _tree.unflatten(merged, sep="/")
