@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 import dataclasses
 import enum
+import functools
 import logging
 import ssl
 from typing import Any
@@ -25,6 +26,7 @@ from openpi.policies import policy as _policy
 from openpi.policies import policy_config as _policy_config
 from openpi.policies import robots
 from openpi.policies import ur5_policy
+from openpi.serving import warmup as _warmup
 from openpi.serving import websocket_policy_server
 from openpi.shared import accelerator
 from openpi.shared import compilation_cache
@@ -109,6 +111,11 @@ class Args:
     # Run on the CPU although an NVIDIA GPU is visible (JAX installed without CUDA); without it the server stops
     # at start and names the fix (`uv sync --extra cuda`, or `--extra cuda13` for CUDA 13 drivers).
     allow_cpu: bool = False
+    # Serve at once, without the warm-up. By default the policy first runs at every batch size the server can form,
+    # with and without the real-time chunking keys, so that no robot waits for a compilation mid-episode; /healthz
+    # answers 503 "warming up" until then. Compiled programs are kept in the persistent compilation cache
+    # ($JAX_COMPILATION_CACHE_DIR, default $OPENPI_DATA_HOME/jax_compilation_cache): a restart warms up faster.
+    skip_warmup: bool = False
 
     # How to load the policy. Without a subcommand: the env's exported pi0 model of the README's table; `policy:default
     # --policy.model-type PI05` or `PI0_FAST` serves the env's pi0.5 or pi0-FAST checkpoint instead.
@@ -271,9 +278,11 @@ def tls_context(args: Args) -> ssl.SSLContext | None:
 def main(args: Args) -> None:
     ssl_context = tls_context(args)  # before loading the policy: a bad certificate fails in a second, not minutes
     accelerator.ensure_gpu_used(allow_cpu=args.allow_cpu)
-    compilation_cache.enable()
+    logging.info("Persistent compilation cache: %s", compilation_cache.enable())
     policy: _base_policy.BasePolicy = create_policy(args)
     metadata = policy.metadata
+    # The policy itself, not a recorder of it: warm-up calls are not robot steps.
+    warmup = None if args.skip_warmup else functools.partial(_warmup.warm_up, policy, robot=args.env.value)
     if args.record:
         policy = _policy.PolicyRecorder(policy, "policy_records")
     server = websocket_policy_server.WebsocketPolicyServer(
@@ -288,6 +297,7 @@ def main(args: Args) -> None:
         max_frame_bytes=args.max_frame_bytes,
         handshake_timeout_s=args.handshake_timeout_s,
         max_connections=args.max_connections,
+        warmup=warmup,
     )
     server.serve_forever()
 

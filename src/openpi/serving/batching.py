@@ -22,6 +22,9 @@ class InferenceError(RuntimeError):
         self.traceback_text = traceback_text
 
 
+_STOPPED = "The policy server stopped before running this request.\n"
+
+
 @dataclasses.dataclass
 class _Request:
     obs: dict
@@ -67,18 +70,31 @@ class InferenceBatcher:
         self._pending: collections.deque[_Request] = collections.deque()
         self._arrived = asyncio.Event()
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
+        self._ready = False
+        self._stopped = False
 
     async def infer(self, obs: dict) -> Outcome:
         """Queues `obs` and returns its outcome; raises `InferenceError` when the policy failed on it."""
+        if self._stopped:
+            raise InferenceError(_STOPPED)
         future = asyncio.get_running_loop().create_future()
         self._pending.append(_Request(obs, future))
         self._arrived.set()
         return await future
 
-    async def run(self) -> None:
-        """Serves the queue until cancelled."""
+    @property
+    def ready(self) -> bool:
+        """Whether the warm-up is over and requests are being served."""
+        return self._ready
+
+    async def run(self, warmup: Callable[[int], object] | None = None) -> None:
+        """Runs `warmup(max_batch_size)` on the worker thread (requests wait meanwhile; its error ends the run), then
+        serves the queue until cancelled. Requests still waiting when the run ends fail with `InferenceError`."""
         loop = asyncio.get_running_loop()
         try:
+            if warmup is not None:
+                await loop.run_in_executor(self._executor, warmup, self.max_batch_size)
+            self._ready = True
             while True:
                 batch = await self._next_batch(loop)
                 if not batch:
@@ -92,7 +108,12 @@ class InferenceBatcher:
                     else:
                         request.future.set_result(outcome)
         finally:
+            self._ready = False
+            self._stopped = True
             self._executor.shutdown(wait=False, cancel_futures=True)
+            for request in self._pending:
+                if not request.future.done():
+                    request.future.set_exception(InferenceError(_STOPPED))
 
     async def _next_batch(self, loop: asyncio.AbstractEventLoop) -> list[_Request]:
         """Waits for a request, then for company; returns the requests whose clients are still waiting."""

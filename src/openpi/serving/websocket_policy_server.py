@@ -7,6 +7,10 @@ are batched into one policy call (see `batching.InferenceBatcher`), run on a wor
 keeps answering `GET /healthz`, `GET /metrics` (Prometheus) and new connections. SIGTERM / SIGINT stop accepting
 connections, let requests in flight finish and be answered, then close every connection with code 1001.
 
+A `warmup` runs on the policy's worker thread once the server listens and before it serves any request (see
+`warmup.warm_up`: every batch size it can form is compiled then, not in the middle of a robot's episode). Meanwhile
+`GET /healthz` answers 503 `warming up`; clients may connect and get the metadata, and their requests wait.
+
 With an `ssl.SSLContext` (see `load_tls_context`) the server speaks `wss://` and HTTPS. Limits are on by default:
 the largest frame, the time a client has to finish its handshake, and the most connections served at once.
 """
@@ -14,6 +18,7 @@ the largest frame, the time a client has to finish its handshake, and the most c
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 import hmac
 import http
 import logging
@@ -83,6 +88,9 @@ class WebsocketPolicyServer:
         handshake_timeout_s: longest a client may take over its TLS and websocket handshakes.
         max_connections: most websocket connections served at once; one more gets HTTP 503.
         shutdown_grace_s: how long a shutdown waits for requests in flight before closing connections anyway.
+        warmup: called as `warmup(max_batch_size)` (the largest batch the server forms: 1 for a policy without
+            `infer_batch`) on the policy's worker thread before any request is served; if it raises, the server
+            stops and `run` raises that error.
     """
 
     def __init__(
@@ -100,6 +108,7 @@ class WebsocketPolicyServer:
         handshake_timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         shutdown_grace_s: float = 30.0,
+        warmup: Callable[[int], object] | None = None,
     ) -> None:
         if max_frame_bytes is not None and max_frame_bytes <= 0:
             raise ValueError(f"max_frame_bytes: expected a positive number of bytes or None, got {max_frame_bytes}")
@@ -119,6 +128,8 @@ class WebsocketPolicyServer:
         self._handshake_timeout_s = handshake_timeout_s
         self._max_connections = max_connections
         self._shutdown_grace_s = shutdown_grace_s
+        self._warmup = warmup
+        self._batcher: batching.InferenceBatcher | None = None
         self.metrics = _metrics.ServerMetrics()
         self._connections: set[ws_server.ServerConnection] = set()
         self._busy: set[ws_server.ServerConnection] = set()
@@ -155,6 +166,7 @@ class WebsocketPolicyServer:
             max_wait_ms=self._max_wait_ms,
             expected_concurrency=lambda: len(self._connections),
         )
+        self._batcher = batcher
         async with ws_server.serve(
             lambda connection: self._handle(connection, batcher),
             self._host,
@@ -176,11 +188,26 @@ class WebsocketPolicyServer:
                     "Serving plain ws:// with an API key: the key travels in clear text; "
                     "serve wss:// with --tls-cert and --tls-key"
                 )
-            batcher_task = asyncio.create_task(batcher.run())
+            batcher_task = asyncio.create_task(batcher.run(self._timed_warmup if self._warmup else None))
+            stop_task = asyncio.create_task(self._stop.wait())
             self._started.set()
-            await self._stop.wait()
+            await asyncio.wait({batcher_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            if batcher_task.done():
+                logger.error("The policy worker stopped (%r); shutting down", batcher_task.exception())
             await self._drain(server)
             batcher_task.cancel()
+            stop_task.cancel()
+            await asyncio.gather(batcher_task, stop_task, return_exceptions=True)
+            if batcher_task.done() and not batcher_task.cancelled() and batcher_task.exception() is not None:
+                raise batcher_task.exception()
+
+    def _timed_warmup(self, max_batch_size: int) -> None:
+        """Runs on the policy's worker thread."""
+        assert self._warmup is not None
+        logger.info("Warming up the policy for batches of up to %d; /healthz answers 503 until then", max_batch_size)
+        start = time.monotonic()
+        self._warmup(max_batch_size)
+        logger.info("Warm-up done in %.1f s; ready", time.monotonic() - start)
 
     async def _drain(self, server: ws_server.Server) -> None:
         """Stops accepting connections, closes idle ones and lets busy ones finish their request first."""
@@ -199,6 +226,8 @@ class WebsocketPolicyServer:
     ) -> ws_server.Response | None:
         path = urllib.parse.urlsplit(request.path).path
         if path == "/healthz":
+            if self._batcher is None or not self._batcher.ready:
+                return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "warming up\n")
             return connection.respond(http.HTTPStatus.OK, "OK\n")
         if self._api_key is not None and not _has_api_key(request.headers, self._api_key):  # /metrics included
             return connection.respond(http.HTTPStatus.UNAUTHORIZED, "Missing or wrong API key.\n")
