@@ -50,3 +50,15 @@ def test_norm_stats_from_columns_match_stats_of_fully_decoded_samples(tmp_path, 
     np.testing.assert_allclose(fast["state"].mean, states.mean(0), atol=1e-5)
     np.testing.assert_allclose(fast["actions"].mean, actions.reshape(-1, 14).mean(0), atol=1e-5)
     np.testing.assert_allclose(fast["actions"].std, actions.reshape(-1, 14).std(0), atol=1e-4)
+
+
+def test_frames_of_a_prompt_from_task_config_carry_their_task_as_prompt(tmp_path, monkeypatch):
+    train_helpers.isolate(monkeypatch, tmp_path)
+    config = train_helpers.debug_config(tmp_path)
+    data_config = config.data.create(config.assets_dirs, config.model)
+    assert data_config.prompt_from_task
+    raw = data_loader.open_lerobot_dataset(data_config, config.model.action_horizon)
+    dataset = data_loader.create_dataset(data_config, config.model)
+    for index in (0, len(raw) - 1):
+        frame = dataset[index]
+        assert frame["prompt"] == raw.meta.tasks[int(frame["task_index"])]
