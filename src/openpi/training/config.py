@@ -900,6 +900,33 @@ _CONFIGS = [
     ),
 ]
 
+
+def _aloha_sim_demo_rtc(demo: TrainConfig) -> TrainConfig:
+    """`demo` (`pi0_aloha_sim_demo`) fine-tuned with training-time real-time chunking
+    (`Pi0Config.training_rtc_max_delay`, arXiv 2512.05964): each example's first 0..8 actions are given clean, so the
+    model learns to continue the chunk being executed from the actions already committed, and `sample_actions`
+    conditions on them that way (no guidance, no extra cost). It starts from a demo checkpoint, by default the last
+    one `examples/aloha_sim/demo.py` writes, and normalizes with the stats that checkpoint carries; set both paths for
+    another checkpoint:
+
+        uv run scripts/train.py pi0_aloha_sim_demo_rtc --exp-name=rtc \\
+            --weight-loader.params-path=<checkpoint>/params --data.assets.assets-dir=<checkpoint>/assets
+    """
+    checkpoint = f"data/aloha_sim/demo/checkpoints/{demo.name}/demo/{demo.num_train_steps - 1}"
+    return dataclasses.replace(
+        demo,
+        name="pi0_aloha_sim_demo_rtc",
+        model=dataclasses.replace(demo.model, training_rtc_max_delay=8),
+        weight_loader=weight_loaders.CheckpointWeightLoader(f"{checkpoint}/params"),
+        data=dataclasses.replace(demo.data, assets=AssetsConfig(assets_dir=f"{checkpoint}/assets")),
+        num_train_steps=2_000,
+        lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=50, peak_lr=3e-4, decay_steps=2_000, decay_lr=2e-5),
+    )
+
+
+# Derived from the registered demo config, so that it follows every change made there.
+_CONFIGS.append(_aloha_sim_demo_rtc(next(config for config in _CONFIGS if config.name == "pi0_aloha_sim_demo")))
+
 if len({config.name for config in _CONFIGS}) != len(_CONFIGS):
     raise ValueError("config names must be unique")
 _CONFIGS_DICT = {config.name: config for config in _CONFIGS}
