@@ -909,7 +909,7 @@ def _aloha_sim_demo_rtc(demo: TrainConfig) -> TrainConfig:
     one `examples/aloha_sim/demo.py` writes, and normalizes with the stats that checkpoint carries; set both paths for
     another checkpoint:
 
-        uv run scripts/train.py pi0_aloha_sim_demo_rtc --exp-name=rtc \\
+        HF_LEROBOT_HOME=data/aloha_sim/demo/lerobot uv run scripts/train.py pi0_aloha_sim_demo_rtc --exp-name=rtc \\
             --weight-loader.params-path=<checkpoint>/params --data.assets.assets-dir=<checkpoint>/assets
     """
     checkpoint = f"data/aloha_sim/demo/checkpoints/{demo.name}/demo/{demo.num_train_steps - 1}"
