@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from models import test_pi0
+from openpi.models import intermediates
 from openpi.models import pi0
 from openpi.models import rtc
 
@@ -145,7 +146,9 @@ def _trained_setup(pi05: bool):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _flow_jit(graphdef, state, observation, actions, noise, time):
-    return nnx.merge(graphdef, state).flow_matching(observation, actions, noise, time)
+    with intermediates.capture() as flow:
+        loss = nnx.merge(graphdef, state).flow_matching_loss(observation, actions, noise, time)
+    return {**flow, "loss": loss}
 
 
 def _flow(model: pi0.Pi0, observation, actions, noise, time) -> dict[str, np.ndarray]:

@@ -24,7 +24,11 @@ from openpi.shared import array_typing as at
 
 PALIGEMMA_VOCAB_SIZE = 257_152
 
-# Large finite negative number used to mask attention logits (as in the Gemma reference).
+# The logit of a masked (query, key) pair: large and negative, but finite. A padding token's query has every key
+# masked; with -inf its softmax would be exp(-inf - -inf) = NaN, and the NaN would spread to valid tokens through
+# their attention to its values (0 * NaN is NaN) and on into the loss and gradients. With a finite value that row is
+# merely uniform, and nothing reads a padding token's output. (0.7 times the float32 minimum, as in the Gemma
+# reference.)
 _MASK_VALUE = -2.3819763e38
 
 KVCache: TypeAlias = tuple[at.Float[at.Array, "l b s k h"], at.Float[at.Array, "l b s k h"]]
@@ -139,7 +143,12 @@ def apply_rope(x: at.Array, positions: at.Int[at.Array, "b t"], max_wavelength: 
 
 
 class Attention(nnx.Module):
-    """Self-attention shared by all experts: per-expert projections, one joint softmax (grouped-query)."""
+    """Self-attention shared by all experts: per-expert projections, one joint softmax (grouped-query).
+
+    Einsum axes: B batch; T the tokens queries come from; S the tokens keys and values come from (the same tokens
+    as T, after any cached ones); D model width; N query heads; K key/value heads; G query heads per key/value
+    head (N = K * G); H head dim; a leading 3 or 2 stacks query, key, value or key, value.
+    """
 
     def __init__(self, configs: tuple[Config, ...], *, float32_queries: bool = False, rngs: nnx.Rngs):
         first = configs[0]

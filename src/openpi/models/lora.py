@@ -4,6 +4,7 @@ A LoRA weight adds ``(x @ A) @ B * scaling`` to a frozen base weight. ``B`` star
 initialised LoRA model computes exactly what its base model computes.
 """
 
+from collections.abc import Sequence
 import dataclasses
 
 import flax.nnx as nnx
@@ -11,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from openpi.shared import array_typing as at
+from openpi.shared.nnx_utils import PathRegex
 
 # A matrices start small and random, B matrices at zero.
 DEFAULT_A_INIT = jax.nn.initializers.normal(stddev=0.01)
@@ -123,3 +125,27 @@ class FeedForward(nnx.Module):
         up = self._dot(x, gating[1], None if gating_lora is None else (gating_lora[0][1], gating_lora[1][1]))
         hidden = jax.nn.gelu(gate) * up
         return self._dot(hidden, self.linear[...], linear_lora)
+
+
+def freeze_filter(lora_experts: Sequence[bool]) -> nnx.filterlib.Filter:
+    """The params that stay frozen when fine-tuning with LoRA, given which Gemma experts have adapters
+    (`lora_experts[0]`: PaliGemma's; `lora_experts[1]`, when there is an action expert: its).
+
+    Frozen: the base weights of every expert that has adapters. Trained: the adapters, the experts without them and
+    everything outside the Gemma (`llm`): vision tower, projections. `nnx.Nothing` when no expert has adapters. Param
+    paths name the action expert's weights with the suffix `_1` (`q_einsum_1`, `mlp_1`).
+    """
+    if len(lora_experts) not in (1, 2):
+        raise ValueError(f"lora_experts: expected one flag per Gemma expert (1 or 2), got {list(lora_experts)}")
+    llm = PathRegex(".*llm.*")
+    action_expert = PathRegex(".*llm.*_1.*")
+    paligemma_lora, *expert = lora_experts
+    expert_lora = bool(expert) and expert[0]
+    if paligemma_lora:
+        # The whole Gemma, but an action expert without adapters trains in full.
+        filters = [llm] if expert_lora or not expert else [llm, nnx.Not(action_expert)]
+    elif expert_lora:
+        filters = [action_expert]
+    else:
+        return nnx.Nothing
+    return nnx.All(*filters, nnx.Not(PathRegex(".*lora.*")))

@@ -7,7 +7,7 @@ import enum
 import logging
 import pathlib
 import typing
-from typing import Generic, Literal, TypeAlias, TypeVar
+from typing import Annotated, Generic, Literal, TypeAlias, TypeVar
 
 from flax import struct
 import flax.nnx as nnx
@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+import tyro
 
 from openpi.shared import array_typing as at
 from openpi.shared import image_tools
@@ -143,6 +144,12 @@ def check_model_fields(dtype: str, image_keys: Sequence[str], augmentation: str)
         raise ValueError(f"image_keys: expected one or more distinct camera names, got {image_keys!r}")
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f"augmentation: expected one of {AUGMENTATIONS}, got {augmentation!r}")
+
+
+_Variant = TypeVar("_Variant")
+# A config field naming a size variant ("gemma_2b", "So400m/14") or holding an explicit config of custom dims; on the
+# command line (tyro) it is a plain name flag.
+VariantFlag: TypeAlias = Annotated[str | _Variant, tyro.conf.arg(constructor=str)]
 
 
 @dataclasses.dataclass(frozen=True)

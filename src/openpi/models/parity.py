@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from openpi.models import gemma
+from openpi.models import intermediates
 from openpi.models import model as _model
 from openpi.models import pi0
 from openpi.models import pi0_fast
@@ -118,10 +119,12 @@ def observation_from_npz(arrays: dict[str, np.ndarray], prompt_prefix: str = "in
 
 
 def _prefix_and_loss_terms(model: pi0.Pi0, observation, actions, noise, time) -> dict[str, at.Array]:
-    """Every non-iterative intermediate, computed in one program (one compilation)."""
-    flow = model.flow_matching(observation, actions, noise, time)
+    """Every non-iterative intermediate, computed in one program (one compilation); the loss terms are those the
+    model's own ``flow_matching_loss`` records (``intermediates``)."""
+    with intermediates.capture() as flow:
+        loss = model.flow_matching_loss(observation, actions, noise, time)
     tokens, input_mask, ar_mask = model.embed_prefix(observation)
-    out = {"compute_loss": flow["loss"], "prefix/tokens": tokens, "prefix/input_mask": input_mask}
+    out = {"compute_loss": loss, "prefix/tokens": tokens, "prefix/input_mask": input_mask}
     out["prefix/ar_mask"] = ar_mask
     for cam, image in observation.images.items():
         out[f"prefix/image_tokens/{cam}"] = model.PaliGemma.img(image)
@@ -135,7 +138,7 @@ def _prefix_and_loss_terms(model: pi0.Pi0, observation, actions, noise, time) ->
         out[f"loss/{name}"] = flow[name]
     out["loss/suffix_input_mask"] = suffix_mask
     out["loss/suffix_ar_mask"] = suffix_ar_mask
-    out["loss/per_element"] = flow["loss"]
+    out["loss/per_element"] = loss
     # The names of the pi0.5 fixture for the same suffix terms.
     out["suffix/tokens"] = flow["suffix_tokens"]
     out["suffix/input_mask"] = suffix_mask
@@ -177,7 +180,7 @@ def _flow_outputs(model: pi0.Pi0, arrays: dict[str, np.ndarray], prefix: str) ->
     )
     out: dict[str, Any] = {"sample_actions": sample(observation, noise)}
     if prefix != "out":
-        out["compute_loss"] = _jit_method(model, lambda m, *args: m.flow_matching(*args)["loss"])(
+        out["compute_loss"] = _jit_method(model, lambda m, *args: m.flow_matching_loss(*args))(
             observation, actions, noise, time
         )
         return {f"{prefix}/{name}": np.asarray(value) for name, value in out.items()}

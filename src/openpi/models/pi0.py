@@ -12,35 +12,54 @@ being fused into the action tokens.
 """
 
 import dataclasses
-from typing import Annotated, TypeAlias, TypeVar
 
 import einops
 import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
-import tyro
 
 from openpi.models import gemma
+from openpi.models import intermediates
+from openpi.models import lora
 from openpi.models import model as _model
 from openpi.models import rtc
 from openpi.models import siglip
 from openpi.shared import array_typing as at
-from openpi.shared.nnx_utils import PathRegex
 
 
 def make_attn_mask(
     input_mask: at.Bool[at.Array, "b n"], mask_ar: at.Bool[at.Array, "*b n"]
 ) -> at.Bool[at.Array, "b n n"]:
-    """Block-causal attention mask.
+    """Block-causal attention mask: ``[b, query, key]``, True where the query token may attend to the key token.
 
     A token may attend to every valid token whose cumulative ``mask_ar`` count is not larger than its own:
-    ``mask_ar`` True starts a new block that earlier tokens cannot see; False continues the current block.
+    ``mask_ar`` True starts a new block that earlier tokens cannot see; False continues the current block. Invalid
+    tokens (``input_mask`` False: padding) attend to nothing and are attended by nothing. For example:
+
+    - ``mask_ar`` all False: one bidirectional block (every token sees every token).
+    - ``mask_ar`` all True: plain causal attention (each token is its own block).
+    - ``[F, F, F, T, T, T]``: a bidirectional prefix of 3 tokens, then 3 causal tokens (prefix-LM).
+    - pi0 with 2 prefix tokens, the state and 2 actions, ``[F, F, T, T, F]`` (cumulative counts 0 0 1 2 2)::
+
+          key:    p0 p1 st a0 a1
+          p0       1  1  .  .  .     the prefix sees only itself (the pretrained VLM's inputs are unchanged,
+          p1       1  1  .  .  .     and its keys/values can be cached for every denoising step);
+          st       1  1  1  .  .     the state sees the prefix, not the noisy actions;
+          a0       1  1  1  1  1     the actions see everything, each other included.
+          a1       1  1  1  1  1
     """
     mask_ar = jnp.broadcast_to(mask_ar, input_mask.shape)
     cumsum = jnp.cumsum(mask_ar, axis=1)
     attn_mask = cumsum[:, None, :] <= cumsum[:, :, None]
     valid_mask = input_mask[:, None, :] & input_mask[:, :, None]
     return attn_mask & valid_mask
+
+
+def suffix_positions(
+    prefix_mask: at.Bool[at.Array, "b p"], suffix_mask: at.Bool[at.Array, "b s"]
+) -> at.Int[at.Array, "b s"]:
+    """RoPE positions of suffix tokens: they continue after the valid prefix tokens."""
+    return jnp.sum(prefix_mask, axis=-1)[:, None] + jnp.cumsum(suffix_mask, axis=-1) - 1
 
 
 def posemb_sincos(
@@ -55,19 +74,14 @@ def posemb_sincos(
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
 
 
-T = TypeVar("T")
-# A variant is a name or an explicit config; on the command line it is a plain name flag.
-_VariantFlag: TypeAlias = Annotated[str | T, tyro.conf.arg(constructor=str)]
-
-
 @dataclasses.dataclass(frozen=True)
 class Pi0Config(_model.BaseModelConfig):
     """pi0 / pi0.5 sizes. Variants are names (``gemma.VARIANTS``, ``"So400m/14"``) or explicit configs for custom
     dims."""
 
     dtype: str = "bfloat16"
-    paligemma_variant: _VariantFlag[gemma.Config] = "gemma_2b"
-    action_expert_variant: _VariantFlag[gemma.Config] = "gemma_300m"
+    paligemma_variant: _model.VariantFlag[gemma.Config] = "gemma_2b"
+    action_expert_variant: _model.VariantFlag[gemma.Config] = "gemma_300m"
 
     action_dim: int = 32
     action_horizon: int = 50
@@ -83,7 +97,7 @@ class Pi0Config(_model.BaseModelConfig):
     # Not in the original config (there fixed): vision tower, vocabulary, image size, activation recompute, the
     # cameras the model sees (in token order; an observation's other cameras are ignored) and the training-time
     # image augmentation (`model.Augmentation`).
-    vision_variant: _VariantFlag[siglip.Config] = "So400m/14"
+    vision_variant: _model.VariantFlag[siglip.Config] = "So400m/14"
     vocab_size: int = gemma.PALIGEMMA_VOCAB_SIZE
     image_resolution: tuple[int, int] = _model.IMAGE_RESOLUTION
     remat: bool = True
@@ -130,18 +144,10 @@ class Pi0Config(_model.BaseModelConfig):
         return observation, actions
 
     def get_freeze_filter(self) -> nnx.filterlib.Filter:
-        """Parameters that stay frozen when fine-tuning with LoRA: the base weights of every LoRA expert."""
-        llm = PathRegex(".*llm.*")
-        action_expert = PathRegex(".*llm.*_1.*")
-        paligemma_lora = gemma.get_config(self.paligemma_variant).lora_config("attn") is not None
-        expert_lora = gemma.get_config(self.action_expert_variant).lora_config("attn") is not None
-        if paligemma_lora:
-            filters = [llm] if expert_lora else [llm, nnx.Not(action_expert)]
-        elif expert_lora:
-            filters = [action_expert]
-        else:
-            return nnx.Nothing
-        return nnx.All(*filters, nnx.Not(PathRegex(".*lora.*")))
+        """Parameters that stay frozen when fine-tuning with LoRA: the base weights of every LoRA expert (see
+        ``lora.freeze_filter``)."""
+        experts = (self.paligemma_variant, self.action_expert_variant)
+        return lora.freeze_filter([gemma.get_config(variant).lora_config("attn") is not None for variant in experts])
 
 
 class PaliGemma(nnx.Module):
@@ -264,9 +270,14 @@ class Pi0(_model.BaseModel):
             augmentation=self.augmentation,
         )
         noise = jax.random.normal(noise_rng, actions.shape)
+        # Flow time t runs from 1 (pure noise) to 0 (the actions): the paper's tau reversed, t = 1 - tau. It is drawn
+        # as the paper draws tau: Beta(1.5, 1), which favours the noisy end (t near 1). Unlike images, whose fine
+        # detail is learned at low noise, actions are narrowed down by the observation, so the training effort goes
+        # where their overall shape is decided. The shift keeps t >= 0.001 (the paper's cutoff s = 0.999): fine
+        # enough for samplers of up to 1000 Euler steps, whose last step evaluates t = 1 / num_steps.
         time = jax.random.beta(time_rng, 1.5, 1, actions.shape[:-2]) * 0.999 + 0.001
         if not self.training_rtc_max_delay:
-            return self.flow_matching(observation, actions, noise, time)["loss"]
+            return self.flow_matching_loss(observation, actions, noise, time)
         # Training-time RTC: the first d actions are given clean (time 0) and not predicted.
         delay = rtc.sample_delays(
             jax.random.fold_in(time_rng, 1),
@@ -276,18 +287,19 @@ class Pi0(_model.BaseModel):
         )
         prefix = rtc.prefix_mask(delay, self.action_horizon)
         token_time = jnp.where(prefix, 0.0, time[..., None])
-        return rtc.postfix_loss(self.flow_matching(observation, actions, noise, token_time)["loss"], prefix)
+        return rtc.postfix_loss(self.flow_matching_loss(observation, actions, noise, token_time), prefix)
 
-    def flow_matching(
+    def flow_matching_loss(
         self,
         observation: _model.Observation,
         actions: _model.Actions,
         noise: _model.Actions,
         time: at.Float[at.Array, " b *ah"],
-    ) -> dict[str, at.Array]:
-        """Flow-matching terms at ``x_t = t * noise + (1 - t) * actions``; ``loss`` is the per-step squared
-        error of the predicted velocity ``v_t`` against ``u_t = noise - actions``. ``time`` is per example [b] or
-        per action [b, ah]."""
+    ) -> at.Float[at.Array, "b ah"]:
+        """Per action, the squared error of the velocity ``v_t`` predicted at ``x_t = t * noise + (1 - t) * actions``
+        against the velocity of that straight path, ``u_t = noise - actions`` (its derivative in t). ``time`` is one
+        per example [b] or one per action [b, ah]. Prefix and suffix run in one pass: training needs no cache. The
+        intermediate values go to ``intermediates.record`` (the parity check reads them there)."""
         t = time[..., None, None] if time.ndim == 1 else time[..., None]
         x_t = t * noise + (1 - t) * actions
         u_t = noise - actions
@@ -303,16 +315,16 @@ class Pi0(_model.BaseModel):
             adarms_cond=[None, adarms_cond],
         )
         v_t = self.action_out_proj(suffix_out[:, -self.action_horizon :])
-        return {
-            "x_t": x_t,
-            "u_t": u_t,
-            "suffix_tokens": suffix_tokens,
-            "positions": positions,
-            "prefix_out": prefix_out,
-            "suffix_out": suffix_out,
-            "v_t": v_t,
-            "loss": jnp.mean(jnp.square(v_t - u_t), axis=-1),
-        }
+        intermediates.record(
+            x_t=x_t,
+            u_t=u_t,
+            suffix_tokens=suffix_tokens,
+            positions=positions,
+            prefix_out=prefix_out,
+            suffix_out=suffix_out,
+            v_t=v_t,
+        )
+        return jnp.mean(jnp.square(v_t - u_t), axis=-1)
 
     def fill_kv_cache(self, observation: _model.Observation) -> tuple[at.Bool[at.Array, "b p"], gemma.KVCache]:
         """Runs the prefix once; returns its mask and the keys/values every denoising step attends to."""
@@ -403,6 +415,7 @@ class Pi0(_model.BaseModel):
                 weights = jnp.broadcast_to(weights, actions_shape[:2])
             else:
                 noise = jnp.where(frozen[..., None], prev_chunk, noise)
+        # Euler steps down the flow time, from t = 1 (the noise) to t = 0 (the actions).
         dt = -1.0 / num_steps
         prefix_mask, kv_cache = self.fill_kv_cache(observation)
 
@@ -427,10 +440,3 @@ class Pi0(_model.BaseModel):
             return x_0
         # Guidance alone leaves the frozen prefix only close; the robot executes prev_chunk's actions there.
         return jnp.where(frozen[..., None], prev_chunk, x_0)
-
-
-def suffix_positions(
-    prefix_mask: at.Bool[at.Array, "b p"], suffix_mask: at.Bool[at.Array, "b s"]
-) -> at.Int[at.Array, "b s"]:
-    """RoPE positions of suffix tokens: they continue after the valid prefix tokens."""
-    return jnp.sum(prefix_mask, axis=-1)[:, None] + jnp.cumsum(suffix_mask, axis=-1) - 1

@@ -16,11 +16,11 @@ import jax.numpy as jnp
 import tyro
 
 from openpi.models import gemma
+from openpi.models import lora
 from openpi.models import model as _model
 from openpi.models import pi0
 from openpi.models import siglip
 from openpi.shared import array_typing as at
-from openpi.shared import nnx_utils
 
 PALIGEMMA_EOS_TOKEN = 1
 # Cameras of the pi0-FAST checkpoints: two third-person views and one wrist view.
@@ -33,7 +33,7 @@ class Pi0FASTConfig(_model.BaseModelConfig):
     ``fast_model_tokenizer_kwargs``) replaces the default ``tokenizer.FASTTokenizer`` in the data pipeline."""
 
     dtype: str = "bfloat16"
-    paligemma_variant: pi0._VariantFlag[gemma.Config] = "gemma_2b"
+    paligemma_variant: _model.VariantFlag[gemma.Config] = "gemma_2b"
 
     action_dim: int = 32
     action_horizon: int = 32
@@ -43,7 +43,7 @@ class Pi0FASTConfig(_model.BaseModelConfig):
     fast_model_tokenizer_kwargs: dict | None = None
 
     # Not in the original config (there fixed): as in `Pi0Config`.
-    vision_variant: pi0._VariantFlag[siglip.Config] = "So400m/14"
+    vision_variant: _model.VariantFlag[siglip.Config] = "So400m/14"
     vocab_size: int = gemma.PALIGEMMA_VOCAB_SIZE
     image_resolution: tuple[int, int] = _model.IMAGE_RESOLUTION
     remat: bool = True
@@ -78,10 +78,9 @@ class Pi0FASTConfig(_model.BaseModelConfig):
         return observation, actions
 
     def get_freeze_filter(self) -> nnx.filterlib.Filter:
-        """Parameters that stay frozen when fine-tuning with LoRA: the base weights of the Gemma."""
-        if gemma.get_config(self.paligemma_variant).lora_config("attn") is None:
-            return nnx.Nothing
-        return nnx.All(nnx_utils.PathRegex(".*llm.*"), nnx.Not(nnx_utils.PathRegex(".*lora.*")))
+        """Parameters that stay frozen when fine-tuning with LoRA: the base weights of the Gemma (see
+        ``lora.freeze_filter``)."""
+        return lora.freeze_filter([gemma.get_config(self.paligemma_variant).lora_config("attn") is not None])
 
 
 class Pi0FAST(_model.BaseModel):
