@@ -33,9 +33,18 @@ from openpi.shared import compilation_cache
 from openpi.training import config as _config
 from openpi_client import base_policy as _base_policy
 
-# Supported environments: one per robot record of `openpi.policies.robots.ROBOTS`, its name in upper case (ALOHA,
-# ALOHA_SIM, DROID, CALVIN, LIBERO and the README guide's UR5, a UR5e arm with a gripper, a base and a wrist camera).
-EnvMode = enum.Enum("EnvMode", {name.upper(): name for name in robots.ROBOTS})
+
+class EnvMode(enum.Enum):
+    """Supported environments (robots). Each value names its robot record in `openpi.policies.robots.ROBOTS`, whose
+    transforms serve it, unless `create_default_policy` has a case for it."""
+
+    ALOHA = "aloha"
+    ALOHA_SIM = "aloha_sim"
+    DROID = "droid"
+    CALVIN = "calvin"
+    LIBERO = "libero"
+    # The README guide's own robot: a UR5e arm with a gripper, a base and a wrist camera.
+    UR5 = "ur5"
 
 
 @dataclasses.dataclass
@@ -232,6 +241,11 @@ def create_default_policy(
                 ],
             )
         case _:
+            if env.value not in robots.ROBOTS:
+                raise ValueError(
+                    f"--env {env.name}: no robot record {env.value!r} in openpi.policies.robots.ROBOTS (it has "
+                    f"{sorted(robots.ROBOTS)}) and no case in create_default_policy"
+                )
             robot_transforms = robots.ROBOTS[env.value].data_transforms(
                 model.action_dim, model.model_type, delta_actions=env in DELTA_ACTION_ENVS
             )

@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from openpi import transforms
 from openpi.models import model as _model
 from openpi.policies import aloha_policy
 from openpi.policies import droid_policy
@@ -164,3 +165,39 @@ def test_pi05_and_pi0_fast_data_pipelines_fill_the_model_inputs(name, tmp_path, 
     else:
         assert sample["state"].shape == (model.action_dim,)
         assert sample["actions"].shape == (model.action_horizon, model.action_dim)
+
+
+@pytest.mark.parametrize(
+    ("robot", "factory"),
+    [
+        (
+            "ur5",
+            _config.UR5DataConfig(repo_id="me/ur5", use_delta_joint_actions=True, default_prompt="be a good robot"),
+        ),
+        ("calvin", _config.LeRobotCalvinDataConfig(repo_id="me/calvin")),
+        ("droid", _config.LeRobotDroidDataConfig(repo_id="me/droid", default_prompt="pick it up")),
+    ],
+)
+def test_robot_data_config_reads_a_registered_robot_as_its_own_factory_does(robot, factory, tmp_path):
+    generic = _config.RobotDataConfig(
+        robot=robot,
+        repo_id=factory.repo_id,
+        use_delta_joint_actions=getattr(factory, "use_delta_joint_actions", False),
+        default_prompt=getattr(factory, "default_prompt", None),
+        tokenizer="debug",
+    )
+    model = _config.DEBUG_MODEL
+    expected = dataclasses.replace(factory, tokenizer="debug").create(tmp_path, model)
+    created = generic.create(tmp_path, model)
+    for field in ("repo_id", "asset_id", "repack_transforms", "data_transforms", "action_sequence_keys"):
+        assert getattr(created, field) == getattr(expected, field), field
+    prompts = [
+        [step for step in config.model_transforms.inputs if isinstance(step, transforms.InjectDefaultPrompt)]
+        for config in (created, expected)
+    ]
+    assert prompts[0] == prompts[1]
+
+
+def test_robot_data_config_names_the_registered_robots_for_an_unknown_one(tmp_path):
+    with pytest.raises(ValueError, match=r"robot: expected one of \['aloha', .*'ur5'\], got 'ur6'"):
+        _config.RobotDataConfig(robot="ur6", repo_id="me/ur6").create(tmp_path, _config.DEBUG_MODEL)

@@ -24,6 +24,7 @@ from openpi.policies import calvin_policy
 from openpi.policies import droid_policy
 from openpi.policies import libero_policy
 from openpi.policies import robot as _robot
+from openpi.policies import robots as _robots
 from openpi.policies import ur5_policy
 from openpi.training import checkpoints as _checkpoints
 from openpi.training import debug_data
@@ -351,6 +352,29 @@ class UR5DataConfig(DataConfigFactory):
             delta_actions=self.use_delta_joint_actions,
             default_prompt=self.default_prompt,
             local_files_only=self.local_files_only,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class RobotDataConfig(DataConfigFactory):
+    """A LeRobot dataset of any robot of `openpi.policies.robots.ROBOTS`, read as its record says (keys, transforms,
+    delta-action mask): a robot added there trains without a data-config factory of its own."""
+
+    # Registry name of the robot, e.g. "ur5".
+    robot: str = tyro.MISSING
+    # Train on the record's delta-action dims relative to the current state (the others stay absolute).
+    use_delta_joint_actions: bool = False
+    default_prompt: str | None = None
+
+    def create(self, metadata_dir: pathlib.Path, model: _model.BaseModelConfig) -> DataConfig:
+        if self.robot not in _robots.ROBOTS:
+            raise ValueError(f"robot: expected one of {sorted(_robots.ROBOTS)}, got {self.robot!r}")
+        return self.create_robot_config(
+            metadata_dir,
+            model,
+            _robots.ROBOTS[self.robot],
+            delta_actions=self.use_delta_joint_actions,
+            default_prompt=self.default_prompt,
         )
 
 
