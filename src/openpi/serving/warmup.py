@@ -75,13 +75,15 @@ def _accepted_example(policy: _base_policy.BasePolicy, robot: str | None) -> tup
 
 
 def _with_chunking_keys(policy: _base_policy.BasePolicy, example: dict, result: dict) -> dict | None:
-    """`example` as a real-time chunking request continuing `result`'s chunk one step later, or None when the policy
-    does not do real-time chunking: it refuses the keys, or ignores them (its chunk does not start with the sent
-    actions, which real-time chunking keeps for the first `inference_delay` steps)."""
+    """`example` as a real-time chunking request, or None when the policy does not do real-time chunking: it refuses
+    the keys, or ignores them (its chunk does not start with the sent actions, which real-time chunking keeps for the
+    first `inference_delay` steps). The sent actions are `result`'s chunk in reverse order: actions of the robot's
+    range that a sample ignoring them would not repeat (unless the policy's chunks are constant in time, when this
+    cannot tell and the warm-up runs the keys too)."""
     actions = result.get("actions")
     if not isinstance(actions, np.ndarray) or actions.ndim != 2 or len(actions) < 3:
         return None
-    prev_actions = actions[1:]
+    prev_actions = actions[:0:-1]
     delay = 2
     request = {
         **example,
