@@ -124,6 +124,7 @@ def test_freeze_filter_freezes_base_weights_of_lora_experts_only():
     assert pi0.Pi0Config().get_freeze_filter() is nnx.Nothing
 
 
+@pytest.mark.slow
 def test_fresh_lora_model_computes_exactly_what_its_base_model_computes():
     adapter = lora.LoRAConfig(rank=4, alpha=4.0)
     with_lora = {"lora_configs": (("attn", adapter), ("ffn", adapter))}
@@ -197,7 +198,7 @@ def test_loaded_model_reproduces_created_model():
     )
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("bfloat16", marks=pytest.mark.slow)])
 def test_training_loss_and_gradients_are_finite_with_augmentation(dtype):
     config = tiny_config(dtype=dtype)
     model = config.create(jax.random.key(0))

@@ -271,6 +271,7 @@ def _fixture_of_other_dims(directory: pathlib.Path, kind: str) -> pathlib.Path:
     return npz_path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["pi05", "pi0_fast"])
 def test_parity_check_builds_pi05_and_fast_models_of_other_dims(tmp_path, kind):
     npz_path = _fixture_of_other_dims(tmp_path, kind)

@@ -183,6 +183,7 @@ def _row(observation: _model.Observation, index: int) -> _model.Observation:
     return jax.tree.map(lambda leaf: leaf[index : index + 1], observation)
 
 
+@pytest.mark.slow
 def test_original_export_samples_the_actions_of_the_model_it_was_exported_from(tiny, loaded):
     config, params = tiny
     assert isinstance(loaded, exported_original.OriginalExportedModel)

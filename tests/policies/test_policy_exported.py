@@ -285,6 +285,7 @@ def test_exported_model_loads_from_s3(exported_dir, loaded, anonymous_s3):
 # pi0.5: the flow sampler of pi0 with the state read from the prompt.
 
 
+@pytest.mark.slow
 def test_pi05_exported_sampling_matches_the_live_model(tmp_path):
     config = test_pi0.tiny_config(pi05=True)
     model = test_pi0.tiny_model(config)

@@ -106,6 +106,7 @@ def test_wandb_without_credentials_logs_offline_and_resumes_the_same_run(runs):
         assert (path / f"run-{run_id}.wandb").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_lora_training_changes_only_adapters_and_unfrozen_layers(root):
     config = train_helpers.debug_config(root, name="debug_lora", num_train_steps=2)
     initial, _ = trainer.init_train_state(

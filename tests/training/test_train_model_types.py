@@ -18,6 +18,7 @@ from . import train_helpers
 STEPS = 20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["debug_pi05", "debug_pi0_fast"])
 def test_train_script_trains_the_debug_config_of_each_new_model_type(name, tmp_path):
     config = train_helpers.debug_config(tmp_path, name, num_train_steps=STEPS)

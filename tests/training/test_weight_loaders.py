@@ -64,6 +64,7 @@ def test_checkpoint_loader_reads_every_param_from_s3(anonymous_s3, tmp_path):
     assert any((tmp_path / "cache" / "openpi-assets").rglob("*")), "the checkpoint lands in the download cache"
 
 
+@pytest.mark.slow
 def test_train_state_takes_checkpoint_params_and_keeps_lora_adapters_fresh(tmp_path):
     adapters = (("attn", lora.LoRAConfig(rank=4, alpha=4.0)), ("ffn", lora.LoRAConfig(rank=4, alpha=4.0)))
     variant = dataclasses.replace(gemma.get_config("dummy"), lora_configs=adapters)

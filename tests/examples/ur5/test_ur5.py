@@ -105,6 +105,7 @@ def ur5_config(tmp_path, monkeypatch) -> _config.TrainConfig:
     )
 
 
+@pytest.mark.slow
 def test_ur5_guide_trains_serves_and_drives_the_robot(ur5_config, serve):
     # Guide step 3: norm stats, then training.
     stats_path = data_loader.compute_norm_stats(ur5_config, progress=False)
