@@ -209,8 +209,12 @@ def create_default_policy(
     (`openpi.policies.robots`), as in the original: they pad the state to the model's action dim before normalization
     (dims beyond the stats stay zero), fill the camera slots of the model type where the robot's inputs take one
     (DROID, LIBERO), and take actions as deltas for the envs of DELTA_ACTION_ENVS. An env may instead build its
-    transforms in a case below, as the README guide's UR5 does (pi0-style camera slots).
+    transforms in a case below, as the README guide's UR5 does (pi0-style camera slots). Without `default_prompt`,
+    the robot's default prompt applies.
     """
+    robot = robots.ROBOTS.get(env.value)
+    if default_prompt is None and robot is not None:
+        default_prompt = robot.default_prompt
     processor = exported.processor if exported else None
     default_processor = DEFAULT_EXPORTED[env].processor if env in DEFAULT_EXPORTED else None
     model = _exported.ExportedModel.load((exported or default_exported(env)).dir)
@@ -241,12 +245,12 @@ def create_default_policy(
                 ],
             )
         case _:
-            if env.value not in robots.ROBOTS:
+            if robot is None:
                 raise ValueError(
                     f"--env {env.name}: no robot record {env.value!r} in openpi.policies.robots.ROBOTS (it has "
                     f"{sorted(robots.ROBOTS)}) and no case in create_default_policy"
                 )
-            robot_transforms = robots.ROBOTS[env.value].data_transforms(
+            robot_transforms = robot.data_transforms(
                 model.action_dim, model.model_type, delta_actions=env in DELTA_ACTION_ENVS
             )
             config = make_policy_config(input_layers=robot_transforms.inputs, output_layers=robot_transforms.outputs)

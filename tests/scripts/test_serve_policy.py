@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from openpi.policies import calvin_policy
 from openpi.policies import droid_policy
 from openpi.policies import libero_policy
 from openpi.policies import policy_config
+from openpi.policies import robots
 from openpi.policies import ur5_policy
 from openpi.shared import download
 from openpi.training import config as _config
@@ -253,3 +255,15 @@ def test_serve_policy_stops_at_start_on_an_idle_gpu_and_goes_on_with_allow_cpu(t
     )
     assert "running on the CPU as --allow-cpu asks" in allowed.stderr
     assert "--env UR5: no default exported model" in allowed.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_an_envs_default_policy_prompts_with_its_robots_default_prompt(exported_debug, monkeypatch):
+    exported = serve_policy.Exported(dir=str(exported_debug))
+    observation = {key: value for key, value in aloha_policy.make_aloha_example().items() if key != "prompt"}
+    with pytest.raises(ValueError, match="prompt"):
+        serve_policy.create_default_policy(serve_policy.EnvMode.ALOHA_SIM, exported=exported).infer(observation)
+    prompted = dataclasses.replace(aloha_policy.ALOHA_SIM, default_prompt="transfer the cube")
+    monkeypatch.setitem(robots.ROBOTS, "aloha_sim", prompted)
+    policy = serve_policy.create_default_policy(serve_policy.EnvMode.ALOHA_SIM, exported=exported)
+    assert policy.infer(observation)["actions"].shape == (10, aloha_policy.ALOHA_DIM)
