@@ -10,10 +10,12 @@ and redoes the rest (training resumes from its last checkpoint).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
 import logging
+import multiprocessing
 import os
 import pathlib
 import shutil
@@ -25,14 +27,13 @@ import time
 import eval_expert as _eval_expert
 import generate_data as _generate_data
 import main as _main
-import sim as _sim
+import report as _report
 import tqdm
 import tyro
 
 from openpi.shared import fileio
 from openpi.training import config as _config
 from openpi.training import data_loader as _data_loader
-from openpi_client import websocket_client_policy as _websocket_client_policy
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +66,15 @@ class Args:
     # Everything goes here: lerobot/ (demos), assets/ (norm stats), checkpoints/, videos/, results.json.
     out_dir: pathlib.Path = pathlib.Path("data/aloha_sim/demo")
     # Scripted-expert demonstrations to train on (episodes from seeds --seed, --seed + 1, ...).
-    num_demos: int = 50
+    num_demos: int = 100
     # Train steps; default: the preset's (4000 small, 5000 full size).
     num_train_steps: int | None = None
     # Closed-loop evaluation episodes (seeds 100000 + --seed + i, never seen in training).
-    num_eval_episodes: int = 20
+    num_eval_episodes: int = 40
+    # Evaluation episodes run at the same time (client processes; the server batches their requests).
+    eval_workers: int = 2
+    # Size (height, width) of the evaluation videos, rendered for viewing apart from the policy's input.
+    video_resolution: tuple[int, int] = (240, 320)
     # An evaluation episode that has not succeeded after this many steps (50 per second) fails.
     max_eval_steps: int = 400
     # Full-size pi0 (PaliGemma 3B) fine-tuned from the pi0_base weights (downloaded) at 224x224: needs a GPU.
@@ -97,7 +102,7 @@ class Demo:
     """The demo's stages, their outputs under `args.out_dir`, and the settings each output depends on."""
 
     def __init__(self, args: Args) -> None:
-        for field in ("num_demos", "num_eval_episodes", "max_eval_steps"):
+        for field in ("num_demos", "num_eval_episodes", "max_eval_steps", "eval_workers"):
             if getattr(args, field) < 1:
                 raise ValueError(f"{field}: expected a positive integer, got {getattr(args, field)}")
         if args.num_train_steps is not None and args.num_train_steps < 1:
@@ -120,6 +125,8 @@ class Demo:
         self.norm_stats_dir = self.config.assets_dirs / self.data_config.asset_id
         self.videos_dir = self.out_dir / "videos"
         self.results_path = self.out_dir / "results.json"
+        self.times: dict[str, float] = {}  # seconds per stage run (not cached) in this invocation
+        self._server_started = 0.0
         self.eval_seed = 100_000 + args.seed
         # Each stage's settings include those of the stages before it, so changing one redoes everything after.
         self.data_stamp = {
@@ -136,6 +143,7 @@ class Demo:
             "max_eval_steps": args.max_eval_steps,
             "eval_seed": self.eval_seed,
             "action_horizon": self.preset.action_horizon,
+            "video_resolution": list(self.args.video_resolution),
         }
 
     @property
@@ -146,11 +154,12 @@ class Demo:
     def _env(self) -> dict[str, str]:
         return {**os.environ, "HF_LEROBOT_HOME": str(self.lerobot_home)}
 
-    def generate_demos(self) -> None:
+    def generate_demos(self) -> bool:
+        """Records the demonstrations; False when cached."""
         _heading(1, f"Scripted-expert demonstrations ({self.args.num_demos} episodes of {TASK})")
         if _read_stamp(self.dataset_dir) == self.data_stamp:
             print(f"Cached: {self.dataset_dir}")
-            return
+            return False
         # Video-free (PNG frames in the parquet files): the training loader reads a frame without seeking a video.
         _generate_data.generate(
             self.dataset_dir,
@@ -165,18 +174,22 @@ class Demo:
         )
         _write_json(self.dataset_dir / STAMP_FILE, self.data_stamp)
         print(f"Wrote {self.dataset_dir}")
+        return True
 
-    def compute_norm_stats(self) -> None:
+    def compute_norm_stats(self) -> bool:
+        """Normalization statistics of the demos; False when cached."""
         _heading(2, "Normalization statistics")
         if _read_stamp(self.norm_stats_dir) == self.norm_stats_stamp:
             print(f"Cached: {self.norm_stats_dir / 'norm_stats.json'}")
-            return
+            return False
         os.environ["HF_LEROBOT_HOME"] = str(self.lerobot_home)
         path = _data_loader.compute_norm_stats(self.config)
         _write_json(self.norm_stats_dir / STAMP_FILE, self.norm_stats_stamp)
         print(f"Wrote {path}")
+        return True
 
-    def train(self) -> None:
+    def train(self) -> bool:
+        """Trains (or resumes) the policy; False when its last checkpoint is cached."""
         _heading(3, f"Training {self.config.name} for {self.num_train_steps} steps")
         run_dir = self.config.checkpoint_dir
         # The stamp sits beside the run dir: train.py --overwrite replaces the run dir itself.
@@ -184,7 +197,7 @@ class Demo:
         same_run = stamp_path.exists() and json.loads(stamp_path.read_text()) == self.train_stamp
         if same_run and (self.checkpoint_dir / "params").is_dir():
             print(f"Cached: {self.checkpoint_dir}")
-            return
+            return False
         resume = same_run and run_dir.is_dir() and any(p.name.isdigit() for p in run_dir.iterdir())
         command = [
             sys.executable,
@@ -203,11 +216,13 @@ class Demo:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         _write_json(stamp_path, self.train_stamp)
         subprocess.run(command, env=self._env(), check=True, cwd=REPO_ROOT)
+        return True
 
     @contextlib.contextmanager
     def serve(self):
         """Starts `scripts/serve_policy.py` on the checkpoint; yields its port once it accepts connections."""
         _heading(4, "Policy server")
+        self._server_started = time.perf_counter()
         port = self.args.port or _free_port()
         command = [
             sys.executable,
@@ -236,15 +251,27 @@ class Demo:
                 server.kill()
                 server.wait()
 
-    def evaluate(self) -> dict:
-        if (results := _read_results(self.results_path)) is not None and results["stamp"] == self.eval_stamp:
+    def evaluate(self) -> dict | None:
+        """The policy's and the expert's episodes on the evaluation seeds; None when cached (results.json kept)."""
+        if (results := _read_results(self.results_path)) is not None and results.get("stamp") == self.eval_stamp:
             _heading(4, "Policy server")
             print("Not needed: the evaluation is cached")
             _heading(5, "Closed-loop evaluation")
             print(f"Cached: {self.results_path}")
-            return results
-        with self.serve() as port:
-            _heading(5, f"Closed-loop evaluation ({self.args.num_eval_episodes} episodes through the websocket client)")
+            return None
+        # The expert's episodes need no server or rendering: run them beside the server's start.
+        expert_pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        expert_start = time.perf_counter()
+        expert_future = expert_pool.submit(
+            _eval_expert.expert_episodes, TASK, self.eval_seed, self.args.num_eval_episodes
+        )
+        with expert_pool, self.serve() as port:
+            self.times["server_start"] = time.perf_counter() - self._server_started
+            _heading(
+                5,
+                f"Closed-loop evaluation ({self.args.num_eval_episodes} episodes, {self.args.eval_workers} at a time, "
+                "through the websocket client)",
+            )
             shutil.rmtree(self.videos_dir, ignore_errors=True)
             args = _main.Args(
                 host="127.0.0.1",
@@ -256,41 +283,109 @@ class Demo:
                 action_horizon=self.preset.action_horizon,
                 resolution=self.preset.resolution,
                 out_dir=self.videos_dir,
+                num_workers=self.args.eval_workers,
+                video_resolution=self.args.video_resolution,
             )
-            with _websocket_client_policy.WebsocketClientPolicy("127.0.0.1", port, wait_timeout_s=60) as policy:
-                successes = _main.run_episodes(policy, args)
-        expert = _expert_successes(self.eval_seed, self.args.num_eval_episodes)
-        results = {
-            "stamp": self.eval_stamp,
-            "policy_successes": successes,
-            "expert_successes": expert,
-            "videos": sorted(str(p) for p in self.videos_dir.glob("episode_*.mp4")),
-        }
-        _write_json(self.results_path, results)
-        return results
+            evaluation_start = time.perf_counter()
+            episodes = _main.evaluate(args)
+            self.times["evaluation"] = time.perf_counter() - evaluation_start
+            expert = expert_future.result()
+            self.times["expert"] = time.perf_counter() - expert_start
+        return {"episodes": episodes, "expert": expert}
+
+    def figures(self, episodes: list[_main.EpisodeResult], expert: list[tuple[bool, int, int]]) -> dict[str, str]:
+        """The contact sheet, the per-seed chart and the loss curve (PNGs under the out dir)."""
+        start = time.perf_counter()
+        successes = [episode.success for episode in episodes]
+        sheet = _report.contact_sheet(
+            [episode.last_frame for episode in episodes],
+            [
+                f"{episode.seed}: {'success' if episode.success else 'failure'}, step {episode.steps}"
+                for episode in episodes
+            ],
+            successes,
+            self.out_dir / "contact_sheet.png",
+        )
+        chart = _report.seeds_chart(
+            [episode.seed for episode in episodes],
+            [episode.max_reward for episode in episodes],
+            successes,
+            [max_reward for _, _, max_reward in expert],
+            self.out_dir / "results.png",
+            f"{self.config.name}: {sum(successes)}/{len(successes)} handed over; scripted expert "
+            f"{sum(success for success, _, _ in expert)}/{len(expert)}",
+        )
+        curve = _report.loss_curve(
+            self.config.checkpoint_dir / "metrics.jsonl",
+            self.out_dir / "loss_curve.png",
+            f"{self.config.name}: {self.num_train_steps} steps, batch {self.config.batch_size}, "
+            f"{self.args.num_demos} demos",
+        )
+        self.times["figures"] = time.perf_counter() - start
+        return {"contact_sheet": str(sheet), "results": str(chart), "loss_curve": str(curve)}
 
     def run(self) -> dict:
         start = time.perf_counter()
+        load = os.getloadavg()
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.generate_demos()
-        self.compute_norm_stats()
-        self.train()
-        results = self.evaluate()
+        for stage, step in (
+            ("demos", self.generate_demos),
+            ("norm_stats", self.compute_norm_stats),
+            ("train", self.train),
+        ):
+            stage_start = time.perf_counter()
+            if step():
+                self.times[stage] = time.perf_counter() - stage_start
+        evaluated = self.evaluate()
+        if evaluated is None:
+            results = _read_results(self.results_path)
+        else:
+            episodes, expert = evaluated["episodes"], evaluated["expert"]
+            figures = self.figures(episodes, expert)
+            self.times["total"] = time.perf_counter() - start
+            results = self._results(episodes, expert, figures, load)
+            _write_json(self.results_path, results)
         self.report(results, time.perf_counter() - start)
         return results
 
+    def _results(self, episodes, expert, figures: dict[str, str], load: tuple[float, ...]) -> dict:
+        successes = [episode.success for episode in episodes]
+        expert_successes = [success for success, _, _ in expert]
+        return {
+            "stamp": self.eval_stamp,
+            "config": self.config.name,
+            "policy": _rate(successes),
+            "expert": _rate(expert_successes),
+            "seeds": [episode.seed for episode in episodes],
+            "policy_successes": successes,
+            "expert_successes": expert_successes,
+            "episodes": [
+                {
+                    **episode.to_json(),
+                    "expert_success": expert_success,
+                    "expert_steps": expert_steps,
+                    "expert_max_reward": expert_reward,
+                }
+                for episode, (expert_success, expert_steps, expert_reward) in zip(episodes, expert, strict=True)
+            ],
+            # Seconds per stage in the run that made these results; a stage missing here was cached.
+            "times_s": {name: round(seconds, 1) for name, seconds in self.times.items()},
+            "machine": {"cpu_count": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in load]},
+            "figures": figures,
+            "videos": [episode.video for episode in episodes],
+        }
+
     def report(self, results: dict, seconds: float) -> None:
-        policy, expert = results["policy_successes"], results["expert_successes"]
-        seeds = f"seeds {self.eval_seed}..{self.eval_seed + len(policy) - 1}"
+        policy, expert = results["policy"], results["expert"]
+        seeds = results["seeds"]
         print(f"\n=== Results ({seconds / 60:.1f} min) ===")
-        print(
-            f"pi0 ({self.config.name}) success rate: {sum(policy) / len(policy):.0%} ({sum(policy)}/{len(policy)}, {seeds})"
-        )
-        print(
-            f"Scripted expert success rate:  {sum(expert) / len(expert):.0%} ({sum(expert)}/{len(expert)}, same seeds)"
-        )
-        print(f"Videos: {self.videos_dir}/episode_*.mp4")
-        print(f"Training curve: {self.config.checkpoint_dir / 'loss_curve.png'}")
+        print(f"pi0 ({results['config']}) success rate: {_rate_text(policy)} (seeds {seeds[0]}..{seeds[-1]})")
+        print(f"Scripted expert success rate:  {_rate_text(expert)} (same seeds)")
+        times = results["times_s"]
+        print("Minutes per stage: " + ", ".join(f"{name} {times[name] / 60:.1f}" for name in times))
+        print(f"Videos: {self.videos_dir}/episode_*.mp4 ({'x'.join(map(str, self.args.video_resolution[::-1]))})")
+        for name, path in results["figures"].items():
+            print(f"{name.replace('_', ' ').capitalize()}: {path}")
         print("Serve the checkpoint:")
         print(
             f"  uv run scripts/serve_policy.py --env ALOHA_SIM policy:checkpoint --policy.config={self.config.name} "
@@ -298,14 +393,23 @@ class Demo:
         )
 
 
+def _rate(successes: list[bool]) -> dict:
+    low, high = _report.wilson_interval(sum(successes), len(successes))
+    return {
+        "successes": sum(successes),
+        "episodes": len(successes),
+        "rate": sum(successes) / len(successes),
+        "wilson_95": [round(low, 4), round(high, 4)],
+    }
+
+
+def _rate_text(rate: dict) -> str:
+    low, high = rate["wilson_95"]
+    return f"{rate['rate']:.0%} ({rate['successes']}/{rate['episodes']}; Wilson 95 % interval {low:.0%}-{high:.0%})"
+
+
 def _read_results(path: pathlib.Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def _expert_successes(seed: int, num_episodes: int) -> list[bool]:
-    """The scripted expert's success on the evaluation seeds (no rendering: well under a second per episode)."""
-    simulation = _sim.AlohaSim(TASK)
-    return [_eval_expert.run_expert_episode(simulation, seed + i)[0] for i in range(num_episodes)]
 
 
 def _free_port() -> int:

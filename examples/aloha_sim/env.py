@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import sim as _sim
 
@@ -21,7 +23,8 @@ def observe(simulation: _sim.AlohaSim, cameras: tuple[str, ...], resolution: tup
 
 
 class AlohaSimEnvironment(_environment.Environment):
-    """Episode `i` (counting resets from 0) starts from seed `seed + i`; it ends on success or after `max_steps`."""
+    """Episode `i` (counting resets from 0) starts from seed `seed + i`, or from `seeds[i]` when `seeds` is given
+    (then the seeds after the last one); it ends on success or after `max_steps`."""
 
     def __init__(
         self,
@@ -31,6 +34,7 @@ class AlohaSimEnvironment(_environment.Environment):
         cameras: tuple[str, ...] = ("top",),
         resolution: tuple[int, int] = DEFAULT_RESOLUTION,
         shadows: bool = False,
+        seeds: Sequence[int] | None = None,
     ) -> None:
         if unknown := [camera for camera in cameras if camera not in _sim.CAMERAS]:
             raise ValueError(f"cameras: {unknown} not in {sorted(_sim.CAMERAS)}")
@@ -40,8 +44,11 @@ class AlohaSimEnvironment(_environment.Environment):
             raise ValueError(f"resolution: expected (height, width) > 0, got {resolution}")
         if max_steps < 1:
             raise ValueError(f"max_steps: expected >= 1, got {max_steps}")
+        if seeds is not None and not seeds:
+            raise ValueError("seeds: expected one or more episode seeds, got an empty sequence")
         self._sim = _sim.AlohaSim(task, shadows=shadows)
         self._seed = seed
+        self._seeds = None if seeds is None else [int(s) for s in seeds]
         self._max_steps = max_steps
         self._cameras = tuple(cameras)
         self._resolution = (int(resolution[0]), int(resolution[1]))
@@ -57,6 +64,27 @@ class AlohaSimEnvironment(_environment.Environment):
         return self._sim.task.prompt
 
     @property
+    def max_steps(self) -> int:
+        """Steps after which an episode that has not succeeded ends."""
+        return self._max_steps
+
+    @property
+    def episode_seed(self) -> int:
+        """The seed the current (or just finished) episode started from."""
+        if self._episode < 0:
+            raise RuntimeError("episode_seed: call reset() first")
+        if self._seeds is None:
+            return self._seed + self._episode
+        if self._episode < len(self._seeds):
+            return self._seeds[self._episode]
+        return self._seeds[-1] + self._episode - len(self._seeds) + 1  # past the list: the seeds after its last
+
+    @property
+    def episode_steps(self) -> int:
+        """Actions applied in the current (or just finished) episode."""
+        return self._steps
+
+    @property
     def episode_succeeded(self) -> bool:
         """Whether the current (or just finished) episode reached the task's success reward."""
         return self._succeeded
@@ -69,7 +97,7 @@ class AlohaSimEnvironment(_environment.Environment):
 
     def reset(self) -> None:
         self._episode += 1
-        self._sim.reset(self._seed + self._episode)
+        self._sim.reset(self.episode_seed)
         self._steps = 0
         self._observation = None
         self._succeeded = False
@@ -84,6 +112,10 @@ class AlohaSimEnvironment(_environment.Environment):
         if self._observation is None:
             self._observation = {**observe(self._sim, self._cameras, self._resolution), "prompt": self.prompt}
         return self._observation
+
+    def render_view(self, height: int, width: int, camera: str = "top") -> np.ndarray:
+        """The scene from `camera` at (height, width) as HWC uint8, for people to watch (not sent to the policy)."""
+        return self._sim.render(camera, height, width)
 
     def apply_action(self, action: dict) -> None:
         if "actions" not in action:

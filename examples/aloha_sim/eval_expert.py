@@ -43,15 +43,22 @@ class ExpertReport:
         return sum(self.successes) / len(self.successes)
 
 
-def run_expert_episode(simulation: _sim.AlohaSim, seed: int) -> tuple[bool, int]:
-    """Replays the expert's plan from `seed` until success; returns (succeeded, steps taken)."""
+def run_expert_episode(simulation: _sim.AlohaSim, seed: int) -> tuple[bool, int, int]:
+    """Replays the expert's plan from `seed` until success; returns (succeeded, steps taken, highest task reward)."""
     simulation.reset(seed)
     actions = _expert.plan(simulation)
+    max_reward = 0
     for step, action in enumerate(actions):
-        simulation.step(action)
+        max_reward = max(max_reward, simulation.step(action))
         if simulation.is_success:
-            return True, step + 1
-    return False, len(actions)
+            return True, step + 1, max_reward
+    return False, len(actions), max_reward
+
+
+def expert_episodes(task: str, first_seed: int, num_episodes: int) -> list[tuple[bool, int, int]]:
+    """`run_expert_episode` on seeds `first_seed .. first_seed + num_episodes - 1`, in one scene."""
+    simulation = _sim.AlohaSim(task)
+    return [run_expert_episode(simulation, first_seed + i) for i in range(num_episodes)]
 
 
 def evaluate(args: Args) -> ExpertReport:
@@ -60,7 +67,7 @@ def evaluate(args: Args) -> ExpertReport:
     successes, steps = [], []
     start = time.perf_counter()
     for seed in tqdm.trange(args.seed, args.seed + args.num_episodes, desc="Expert episodes"):
-        succeeded, length = run_expert_episode(simulation, seed)
+        succeeded, length, _ = run_expert_episode(simulation, seed)
         successes.append(succeeded)
         steps.append(length)
     seconds_per_episode = (time.perf_counter() - start) / args.num_episodes

@@ -1,4 +1,5 @@
-"""Closed-loop evaluation in the ALOHA sim: a policy server drives the arms; one mp4 per episode, success rate printed.
+"""Closed-loop evaluation in the ALOHA sim: a policy server drives the arms; one captioned mp4 per episode (rendered
+for viewing at --video-resolution), success rate printed.
 
 uv run scripts/serve_policy.py --env ALOHA_SIM ...      # terminal 1
 uv run examples/aloha_sim/main.py --num-episodes 10     # terminal 2
@@ -6,21 +7,24 @@ uv run examples/aloha_sim/main.py --num-episodes 10     # terminal 2
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+import concurrent.futures
 import dataclasses
 import logging
+import multiprocessing
 import pathlib
+import queue
 
 import env as _env
+import numpy as np
 import saver as _saver
 import tqdm
 import tyro
 
-from openpi_client import action_chunk_broker
 from openpi_client import base_policy as _base_policy
 from openpi_client import websocket_client_policy as _websocket_client_policy
 from openpi_client.runtime import runtime as _runtime
 from openpi_client.runtime import subscriber as _subscriber
-from openpi_client.runtime.agents import policy_agent as _policy_agent
 
 logger = logging.getLogger(__name__)
 
@@ -49,70 +53,172 @@ class Args:
     wrist_cameras: bool = False
     # Render with shadows, as gym-aloha does (about 8x slower on a CPU).
     shadows: bool = False
+    # Episodes run at the same time, each client process with its own connection (the server batches requests).
+    num_workers: int = 1
+    # Size (height, width) of the videos: the top camera rendered for viewing, apart from the policy's input.
+    video_resolution: tuple[int, int] = (240, 320)
+    # Film every this many steps (the videos play at 50 / stride frames per second).
+    video_stride: int = 2
 
     out_dir: pathlib.Path = pathlib.Path("data/aloha_sim/videos")
 
 
-class _EpisodeResults(_subscriber.Subscriber):
-    """Records whether each episode succeeded, as the environment reports it at the episode's end; shows progress."""
+@dataclasses.dataclass(frozen=True)
+class EpisodeResult:
+    """How one closed-loop episode went."""
 
-    def __init__(self, environment: _env.AlohaSimEnvironment, progress: tqdm.tqdm) -> None:
+    seed: int
+    success: bool
+    steps: int  # actions applied (the episode ends on success or after max_steps)
+    max_reward: int  # highest task reward reached (transfer cube: 1 touched, 2 lifted, 3 both grippers, 4 success)
+    video: str  # the filmed episode (mp4)
+    last_frame: np.ndarray = dataclasses.field(repr=False, compare=False)  # the video's marked last frame (HWC)
+
+    def to_json(self) -> dict:
+        return {
+            "seed": self.seed,
+            "success": self.success,
+            "steps": self.steps,
+            "max_reward": self.max_reward,
+            "video": self.video,
+        }
+
+
+class _EpisodeLog(_subscriber.Subscriber):
+    """Collects each episode's outcome as the environment reports it at the episode's end; reports it to `report`."""
+
+    def __init__(self, environment: _env.AlohaSimEnvironment, film: _saver.EpisodeFilm, report) -> None:
         self._environment = environment
-        self._progress = progress
-        self.successes: list[bool] = []
-        self.lengths: list[int] = []
+        self._film = film
+        self._report = report
+        self.results: list[EpisodeResult] = []
 
     def on_episode_start(self) -> None:
-        self.lengths.append(0)
+        pass
 
     def on_step(self, observation: dict, action: dict) -> None:
-        self.lengths[-1] += 1
-        if self.lengths[-1] % 50 == 0:
-            self._progress.set_postfix(successes=sum(self.successes), step=self.lengths[-1])
+        pass
 
     def on_episode_end(self) -> None:
-        self.successes.append(self._environment.episode_succeeded)
-        self._progress.set_postfix(successes=sum(self.successes))
-        self._progress.update()
-        logger.info(
-            "Episode %d: %s after %d steps, highest reward %d (success rate so far %d/%d)",
-            len(self.successes) - 1,
-            "success" if self.successes[-1] else "failure",
-            self.lengths[-1],
-            self._environment.episode_max_reward,
-            sum(self.successes),
-            len(self.successes),
+        environment = self._environment
+        result = EpisodeResult(
+            seed=environment.episode_seed,
+            success=environment.episode_succeeded,
+            steps=environment.episode_steps,
+            max_reward=environment.episode_max_reward,
+            video=str(self._film.paths[-1]),
+            last_frame=self._film.last_frames[-1],
         )
+        self.results.append(result)
+        logger.info(
+            "Seed %d: %s after %d steps, highest reward %d",
+            result.seed,
+            "success" if result.success else "failure",
+            result.steps,
+            result.max_reward,
+        )
+        self._report(result)
 
 
-def run_episodes(policy: _base_policy.BasePolicy, args: Args) -> list[bool]:
-    """Runs `args.num_episodes` episodes with `policy` (whose outputs are action chunks); returns each one's success."""
+def run_episodes(
+    policy: _base_policy.BasePolicy, args: Args, episodes: Sequence[int] | None = None, report=None
+) -> list[EpisodeResult]:
+    """Runs episodes `episodes` (default: all `args.num_episodes`; episode `i` starts from seed `args.seed + i` and is
+    filmed as `episode_<i>.mp4`) with `policy` (whose outputs are action chunks); `report(result)` after each."""
+    episodes = list(range(args.num_episodes) if episodes is None else episodes)
     environment = _env.AlohaSimEnvironment(
         task=args.task,
-        seed=args.seed,
         max_steps=args.max_steps,
         cameras=("top", "left_wrist", "right_wrist") if args.wrist_cameras else ("top",),
         resolution=args.resolution,
         shadows=args.shadows,
+        seeds=[args.seed + i for i in episodes],
     )
-    with tqdm.tqdm(total=args.num_episodes, desc="Episodes", unit="episode") as progress:
-        results = _EpisodeResults(environment, progress)
-        runtime = _runtime.Runtime(
-            environment=environment,
-            agent=_policy_agent.PolicyAgent(
-                policy=action_chunk_broker.ActionChunkBroker(policy=policy, action_horizon=args.action_horizon)
-            ),
-            subscribers=[_saver.VideoSaver(args.out_dir), results],
-            num_episodes=args.num_episodes,
-        )
-        runtime.run()
-    return results.successes
+    film = _saver.EpisodeFilm(
+        environment, args.out_dir, args.video_resolution, args.video_stride, names=[f"{i:03d}" for i in episodes]
+    )
+    log = _EpisodeLog(environment, film, report or (lambda result: None))
+    runtime = _runtime.chunked_policy_runtime(
+        environment, policy, action_horizon=args.action_horizon, num_episodes=len(episodes), subscribers=[film, log]
+    )
+    runtime.run()
+    return log.results
+
+
+class _Progress:
+    """A progress bar of finished episodes and their successes."""
+
+    def __init__(self, total: int) -> None:
+        self._bar = tqdm.tqdm(total=total, desc="Episodes", unit="episode")
+        self._successes = 0
+
+    def episode_done(self, success: bool) -> None:
+        self._successes += success
+        self._bar.update()
+        self._bar.set_postfix(successes=f"{self._successes}/{self._bar.n}")
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+_worker_outcomes: multiprocessing.Queue | None = None
+
+
+def _start_worker(outcomes: multiprocessing.Queue, log_level: int) -> None:
+    global _worker_outcomes
+    _worker_outcomes = outcomes
+    logging.basicConfig(level=log_level, force=True)  # a spawned process starts without the caller's logging
+
+
+def _run_in_worker(args: Args, episodes: list[int]) -> list[EpisodeResult]:
+    assert _worker_outcomes is not None, "worker not started"
+    with _websocket_client_policy.WebsocketClientPolicy(args.host, args.port, api_key=args.api_key) as policy:
+        return run_episodes(policy, args, episodes, report=lambda result: _worker_outcomes.put(result.success))
+
+
+def evaluate(args: Args) -> list[EpisodeResult]:
+    """All `args.num_episodes` episodes against the policy server, `args.num_workers` at a time (each worker a
+    process with its own connection and scene; the server batches their requests); results in seed order."""
+    if args.num_workers < 1:
+        raise ValueError(f"num_workers: expected >= 1, got {args.num_workers}")
+    num_workers = min(args.num_workers, args.num_episodes)
+    progress = _Progress(args.num_episodes)
+    try:
+        if num_workers == 1:
+            with _websocket_client_policy.WebsocketClientPolicy(args.host, args.port, api_key=args.api_key) as policy:
+                return run_episodes(policy, args, report=lambda result: progress.episode_done(result.success))
+        # Spawned, not forked: the caller may run JAX or rendering threads, which a fork would copy mid-flight.
+        context = multiprocessing.get_context("spawn")
+        outcomes = context.Queue()
+        # Worker w runs episodes w, w + n, w + 2n, ...: each gets a similar mix of early and late seeds.
+        shares = [list(range(w, args.num_episodes, num_workers)) for w in range(num_workers)]
+        with concurrent.futures.ProcessPoolExecutor(
+            num_workers,
+            mp_context=context,
+            initializer=_start_worker,
+            initargs=(outcomes, logging.getLogger().getEffectiveLevel()),
+        ) as pool:
+            futures = [pool.submit(_run_in_worker, args, share) for share in shares]
+            reported = 0
+            while reported < args.num_episodes:
+                try:
+                    success = outcomes.get(timeout=1.0)
+                except queue.Empty:
+                    for future in futures:
+                        if future.done():
+                            future.result()  # raises a worker's error instead of waiting for its episodes forever
+                    continue
+                progress.episode_done(success)
+                reported += 1
+            results = [result for future in futures for result in future.result()]
+        return sorted(results, key=lambda result: result.seed)
+    finally:
+        progress.close()
 
 
 def main(args: Args) -> float:
     """Connects to the server, runs the episodes and prints (and returns) the success rate."""
-    with _websocket_client_policy.WebsocketClientPolicy(args.host, args.port, api_key=args.api_key) as policy:
-        successes = run_episodes(policy, args)
+    successes = [result.success for result in evaluate(args)]
     rate = sum(successes) / len(successes)
     print(
         f"Success rate: {rate:.0%} ({sum(successes)}/{len(successes)} episodes of {args.task}); videos in {args.out_dir}"

@@ -23,9 +23,13 @@ def _run_demo(out_dir, *flags: str) -> str:
     return result.stdout
 
 
+def _is_png(path) -> bool:
+    return path.read_bytes().startswith(b"\x89PNG")
+
+
 @pytest.mark.slow
 def test_shortened_demo_trains_serves_evaluates_and_then_skips_every_stage(tmp_path):
-    flags = ["--num-demos", "2", "--num-train-steps", "3", "--num-eval-episodes", "1", "--max-eval-steps", "30"]
+    flags = ["--num-demos", "2", "--num-train-steps", "3", "--num-eval-episodes", "2", "--max-eval-steps", "30"]
     stdout = _run_demo(tmp_path, *flags)
 
     for stage in range(1, 6):
@@ -37,21 +41,39 @@ def test_shortened_demo_trains_serves_evaluates_and_then_skips_every_stage(tmp_p
     checkpoint = run_dir / "2"
     assert (checkpoint / "params").is_dir()
     assert (checkpoint / "assets" / "openpi" / "aloha_sim_demo" / "norm_stats.json").is_file()
-    assert (run_dir / "loss_curve.png").read_bytes().startswith(b"\x89PNG")
 
-    with av.open(str(tmp_path / "videos" / "episode_000.mp4")) as video:
-        assert sum(1 for _ in video.decode(video=0)) == 30  # a 30-step episode the untrained policy cannot solve
+    # Two episodes at a time (the default), filmed at 320x240 for viewing: the start, every other step of the 30,
+    # the marked last frame held for a second.
+    for episode in range(2):
+        with av.open(str(tmp_path / "videos" / f"episode_{episode:03d}.mp4")) as video:
+            stream = video.streams.video[0]
+            assert (stream.width, stream.height) == (320, 240)
+            assert sum(1 for _ in video.decode(video=0)) == 1 + 15 + 25
 
-    assert re.search(rf"pi0 \({CONFIG}\) success rate: 0% \(0/1, seeds 100000\.\.100000\)", stdout)
-    assert "Scripted expert success rate:  100% (1/1, same seeds)" in stdout
+    interval = "Wilson 95 % interval 0%-66%"
+    assert re.search(rf"pi0 \({CONFIG}\) success rate: 0% \(0/2; {interval}\) \(seeds 100000\.\.100001\)", stdout)
+    assert "Scripted expert success rate:  100% (2/2; Wilson 95 % interval 34%-100%) (same seeds)" in stdout
     assert f"--policy.config={CONFIG} --policy.dir={checkpoint}" in stdout
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["policy_successes"] == [False]
-    assert results["expert_successes"] == [True]
+    assert results["policy"] == {"successes": 0, "episodes": 2, "rate": 0.0, "wilson_95": [0.0, 0.6576]}
+    assert results["expert"]["rate"] == 1.0
+    assert results["seeds"] == [100000, 100001]
+    assert results["policy_successes"] == [False, False]
+    assert results["expert_successes"] == [True, True]
+    assert [episode["steps"] for episode in results["episodes"]] == [30, 30]
+    assert all(episode["expert_max_reward"] == 4 for episode in results["episodes"])
+    stages = {"demos", "norm_stats", "train", "server_start", "evaluation", "expert", "figures", "total"}
+    assert set(results["times_s"]) == stages
+    assert results["times_s"]["total"] >= results["times_s"]["train"] > 0
+    for name in ("contact_sheet", "results", "loss_curve"):
+        assert _is_png(tmp_path / f"{name}.png")
+        assert results["figures"][name] == str(tmp_path / f"{name}.png")
+    assert f"Contact sheet: {tmp_path / 'contact_sheet.png'}" in stdout
 
-    # Same settings again: every stage is cached, nothing is redone (no training, no server).
+    # Same settings again: every stage is cached, nothing is redone (no training, no server), same results.
     rerun = _run_demo(tmp_path, *flags)
     assert rerun.count("Cached: ") == 4
     assert "train.py" not in rerun
     assert "Starting" not in rerun
-    assert "success rate: 0% (0/1" in rerun
+    assert "success rate: 0% (0/2" in rerun
+    assert json.loads((tmp_path / "results.json").read_text()) == results

@@ -104,3 +104,24 @@ def test_bad_actions_raise_naming_the_field():
         environment.apply_action({"actions": np.full(14, np.nan)})
     with pytest.raises(ValueError, match="'actions'"):
         environment.apply_action({"action": np.zeros(14)})
+
+
+def test_episodes_start_from_the_seeds_given_and_the_view_is_rendered_apart_from_the_observation():
+    environment = env.AlohaSimEnvironment(resolution=(16, 16), seeds=[7, 3])
+    reference = env.AlohaSimEnvironment(resolution=(16, 16), seed=3)
+    environment.reset()
+    assert environment.episode_seed == 7
+    environment.reset()
+    reference.reset()
+    assert environment.episode_seed == reference.episode_seed == 3
+    view = environment.render_view(240, 320)
+    assert view.shape == (240, 320, 3)
+    assert environment.get_observation()["images"]["cam_high"].shape == (3, 16, 16)
+    np.testing.assert_array_equal(view, reference.render_view(240, 320))  # same seed, same cube
+    environment.reset()  # past the list (a runtime resets once more after its last episode): the next seed
+    assert environment.episode_seed == 4
+
+
+def test_an_empty_seed_list_is_refused():
+    with pytest.raises(ValueError, match="seeds"):
+        env.AlohaSimEnvironment(seeds=[])

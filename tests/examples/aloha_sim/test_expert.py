@@ -29,8 +29,9 @@ def test_inverse_kinematics_reaches_the_requested_gripper_pose():
 
 @pytest.mark.parametrize("seed", [3, 1234])
 def test_expert_hands_the_cube_over(seed):
-    succeeded, steps = eval_expert.run_expert_episode(sim.AlohaSim(TRANSFER_CUBE), seed)
+    succeeded, steps, max_reward = eval_expert.run_expert_episode(sim.AlohaSim(TRANSFER_CUBE), seed)
     assert succeeded
+    assert max_reward == sim.SUCCESS_REWARD
     assert steps < expert.TRANSFER_CUBE_STEPS
 
 

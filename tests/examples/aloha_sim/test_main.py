@@ -11,7 +11,7 @@ import pytest
 
 from .. import example_modules
 
-sim, expert, main = example_modules.load("aloha_sim", "sim", "expert", "main")
+sim, expert, main, saver = example_modules.load("aloha_sim", "sim", "expert", "main", "saver")
 SCRIPT = example_modules.EXAMPLES_DIR / "aloha_sim" / "main.py"
 
 
@@ -25,31 +25,49 @@ class _HoldStartPose:
         pass
 
 
-def _frame_count(path) -> int:
+def _frames(path) -> list[np.ndarray]:
     with av.open(str(path)) as container:
-        return sum(1 for _ in container.decode(video=0))
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def _has_colour(pixels: np.ndarray, colour: tuple[int, int, int], tolerance: int = 40) -> bool:
+    return bool((np.abs(pixels.astype(int) - colour).max(axis=-1) < tolerance).any())
 
 
 @pytest.mark.slow
-def test_expert_served_over_websocket_succeeds_and_is_filmed(serve, tmp_path):
+def test_expert_served_over_websocket_succeeds_and_is_filmed_for_viewing(serve, tmp_path):
     port = serve(expert.ExpertReplayPolicy("gym_aloha/AlohaTransferCube-v0", seed=11, action_horizon=10))
     args = main.Args(host="127.0.0.1", port=port, num_episodes=1, seed=11, resolution=(32, 32), out_dir=tmp_path)
-    assert main.main(args) == 1.0
-    video = tmp_path / "episode_000.mp4"
-    frames = _frame_count(video)
-    assert 100 < frames < expert.TRANSFER_CUBE_STEPS
+    (result,) = main.evaluate(args)
+    assert (result.seed, result.success, result.max_reward) == (11, True, sim.SUCCESS_REWARD)
+    assert 100 < result.steps < expert.TRANSFER_CUBE_STEPS
+    assert result.video == str(tmp_path / "episode_000.mp4")
+    frames = _frames(result.video)
+    # Rendered for viewing at 320x240 whatever the policy's input (32x32): the start pose, every other step, then
+    # the marked last frame held for a second (25 frames at 25 per second).
+    assert frames[0].shape == (240, 320, 3)
+    assert len(frames) == 1 + result.steps // 2 + 25
+    band = 240 // 16 + 6  # the caption band across the top
+    assert frames[10][:band].mean() < frames[10][band:].mean()
+    assert _has_colour(frames[-1][:band], saver.SUCCESS_COLOUR)
+    assert not _has_colour(frames[10][:band], saver.SUCCESS_COLOUR)
+    np.testing.assert_array_equal(result.last_frame[:band], frames[-1][:band])  # same caption (video is lossy below)
     assert not list(tmp_path.glob(".*partial"))
 
 
-def test_script_reports_failures_of_a_policy_that_does_nothing(serve, tmp_path):
+def test_script_runs_episodes_in_parallel_workers_and_reports_failures_of_a_policy_that_does_nothing(serve, tmp_path):
     port = serve(_HoldStartPose())
-    flags = ["--num-episodes", "2", "--max-steps", "5", "--resolution", "16", "16", "--out-dir", str(tmp_path)]
+    flags = ["--num-episodes", "3", "--max-steps", "5", "--resolution", "16", "16", "--out-dir", str(tmp_path)]
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--host", "127.0.0.1", "--port", str(port), *flags],
+        [sys.executable, str(SCRIPT), "--host", "127.0.0.1", "--port", str(port), "--num-workers", "2", *flags],
         capture_output=True,
         text=True,
         timeout=120,
         check=True,
     )
-    assert "Success rate: 0% (0/2 episodes of gym_aloha/AlohaTransferCube-v0)" in result.stdout
-    assert [_frame_count(tmp_path / f"episode_{i:03d}.mp4") for i in range(2)] == [5, 5]
+    assert "Success rate: 0% (0/3 episodes of gym_aloha/AlohaTransferCube-v0)" in result.stdout
+    for i in range(3):
+        frames = _frames(tmp_path / f"episode_{i:03d}.mp4")
+        assert len(frames) == 1 + 2 + 25  # start, steps 2 and 4, the last frame held
+        assert _has_colour(frames[-1][:21], saver.FAILURE_COLOUR)
+    assert "Seed 100002: failure after 5 steps" in result.stderr
