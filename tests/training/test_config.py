@@ -10,6 +10,8 @@ from openpi.models import model as _model
 from openpi.policies import aloha_policy
 from openpi.policies import droid_policy
 from openpi.policies import libero_policy
+from openpi.policies import robots
+from openpi.policies import ur5_policy
 from openpi.training import config as _config
 
 from . import train_helpers
@@ -201,3 +203,11 @@ def test_robot_data_config_reads_a_registered_robot_as_its_own_factory_does(robo
 def test_robot_data_config_names_the_registered_robots_for_an_unknown_one(tmp_path):
     with pytest.raises(ValueError, match=r"robot: expected one of \['aloha', .*'ur5'\], got 'ur6'"):
         _config.RobotDataConfig(robot="ur6", repo_id="me/ur6").create(tmp_path, _config.DEBUG_MODEL)
+
+
+def test_a_robots_default_prompt_applies_where_the_data_config_names_none(tmp_path, monkeypatch):
+    monkeypatch.setitem(robots.ROBOTS, "ur5", dataclasses.replace(ur5_policy.UR5, default_prompt="be a good robot"))
+    for default_prompt, expected in ((None, "be a good robot"), ("wave", "wave")):
+        data = _config.RobotDataConfig(robot="ur5", repo_id="me/ur5", default_prompt=default_prompt, tokenizer="debug")
+        model_transforms = data.create(tmp_path, _config.DEBUG_MODEL).model_transforms.inputs
+        assert transforms.InjectDefaultPrompt(expected) in model_transforms
