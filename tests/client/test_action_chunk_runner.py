@@ -137,6 +137,25 @@ def test_rtc_requests_carry_the_pending_actions_of_the_current_chunk_and_the_exp
     assert 2 + 1 <= second_request["inference_delay"] <= HORIZON - 2
 
 
+def test_a_known_delay_is_sent_as_is_capped_at_the_pending_actions(make_runner):
+    policy = GatedChunkPolicy(free=10)
+    runner = make_runner(policy, execute_steps=2, mode="rtc", inference_delay_steps=3)
+    _step(runner, 0)
+    _step(runner, 1)
+    _step(runner, 2)  # chunk 1's action 2 executing: 6 actions pending
+    _wait_until(lambda: not runner.request_in_flight)
+    assert policy.observations[1]["inference_delay"] == 3  # not the whole rest of the chunk, as unmeasured
+    assert _step(runner, 3) == 201
+    assert runner.switches[-1].estimated_delay == 3
+
+    runner = make_runner(GatedChunkPolicy(free=10), execute_steps=HORIZON - 2, mode="rtc", inference_delay_steps=5)
+    for step in range(HORIZON - 1):  # the request goes out at step HORIZON - 2, with 2 actions pending
+        _step(runner, step)
+    _wait_until(lambda: not runner.request_in_flight)
+    _step(runner, HORIZON - 1)
+    assert runner.switches[-1].estimated_delay == 2
+
+
 def test_naive_requests_carry_no_chunking_keys(make_runner):
     policy = GatedChunkPolicy(free=10)
     runner = make_runner(policy, execute_steps=2, mode="naive")
@@ -216,6 +235,7 @@ def test_sync_mode_may_execute_the_whole_chunk(make_runner):
         ({"execute_steps": 0}, "execute_steps: expected a positive int, got 0"),
         ({"delay_margin_steps": -1}, "delay_margin_steps: expected an int >= 0, got -1"),
         ({"delay_window": 0}, "delay_window: expected a positive int, got 0"),
+        ({"inference_delay_steps": 0}, "inference_delay_steps: expected a positive int or None, got 0"),
     ],
 )
 def test_bad_arguments_are_refused_naming_the_argument(kwargs, message):

@@ -13,6 +13,7 @@ Three modes, so that they can be compared on the same robot:
 
 The delay is counted in control steps (calls of `infer`). The runner estimates it from the recent requests: the
 largest of their real delays and of their round-trip times divided by the measured control period, plus a margin.
+A delay known in advance (`inference_delay_steps`, e.g. one a simulation injects) is sent instead.
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ class ActionChunkRunner(_base_policy.BasePolicy):
         mode: ``"sync"``, ``"naive"`` or ``"rtc"`` (see the module docstring).
         delay_margin_steps: control steps added to the estimated delay.
         delay_window: how many recent requests the delay estimate looks at.
+        inference_delay_steps: the delay when it is known (at least 1): sent in ``"rtc"`` mode, capped at the pending
+            actions, instead of the estimate; None (default) estimates it.
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class ActionChunkRunner(_base_policy.BasePolicy):
         mode: str = "rtc",
         delay_margin_steps: int = 1,
         delay_window: int = 10,
+        inference_delay_steps: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
@@ -107,10 +111,13 @@ class ActionChunkRunner(_base_policy.BasePolicy):
             raise ValueError(f"delay_margin_steps: expected an int >= 0, got {delay_margin_steps}")
         if delay_window < 1:
             raise ValueError(f"delay_window: expected a positive int, got {delay_window}")
+        if inference_delay_steps is not None and inference_delay_steps < 1:
+            raise ValueError(f"inference_delay_steps: expected a positive int or None, got {inference_delay_steps}")
         self._policy = policy
         self._execute_steps = execute_steps
         self._mode = mode
         self._delay_margin_steps = delay_margin_steps
+        self._inference_delay_steps = inference_delay_steps
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk_request")
         self._round_trips_s: collections.deque[float] = collections.deque(maxlen=delay_window)
         self._real_delays: collections.deque[int] = collections.deque(maxlen=delay_window)
@@ -228,6 +235,8 @@ class ActionChunkRunner(_base_policy.BasePolicy):
 
     def _estimate_delay(self, pending_actions: int) -> int:
         """Control steps expected until a chunk requested now takes over, between 1 and `pending_actions`."""
+        if self._inference_delay_steps is not None:
+            return max(1, min(pending_actions, self._inference_delay_steps))
         delays = list(self._real_delays)
         if self._step_periods_s:
             period_s = statistics.median(self._step_periods_s)
