@@ -51,7 +51,8 @@ def test_expert_served_over_websocket_succeeds_and_is_filmed_for_viewing(serve, 
     assert frames[10][:band].mean() < frames[10][band:].mean()
     assert _has_colour(frames[-1][:band], saver.SUCCESS_COLOUR)
     assert not _has_colour(frames[10][:band], saver.SUCCESS_COLOUR)
-    np.testing.assert_array_equal(result.last_frame[:band], frames[-1][:band])  # same caption (video is lossy below)
+    # The result's last frame is the video's (up to H.264's loss).
+    assert np.abs(result.last_frame.astype(int) - frames[-1]).mean() < 4
     assert not list(tmp_path.glob(".*partial"))
 
 
