@@ -255,6 +255,17 @@ def test_tokenize_prompt_writes_the_state_into_the_prompt_only_with_discrete_sta
         transforms.TokenizePrompt(tokenizer, discrete_state_input=True)({"prompt": "lift cube"})
 
 
+def test_tokenize_prompt_default_prompt_fills_only_a_missing_prompt_as_the_readme_guide_passes_it(debug_tokenizers):
+    tokenizer, _ = debug_tokenizers
+    tokenize = transforms.TokenizePrompt(tokenizer, default_prompt="be a good robot")
+    filled = tokenize({"state": np.zeros(3)})
+    kept = tokenize({"prompt": "lift cube", "state": np.zeros(3)})
+    np.testing.assert_array_equal(filled["tokenized_prompt"], tokenizer.tokenize("be a good robot")[0])
+    np.testing.assert_array_equal(kept["tokenized_prompt"], tokenizer.tokenize("lift cube")[0])
+    with pytest.raises(ValueError, match="prompt: required"):
+        transforms.TokenizePrompt(tokenizer)({"state": np.zeros(3)})
+
+
 def test_fast_tokens_of_a_chunk_extract_back_to_the_chunk(debug_tokenizers):
     _, tokenizer = debug_tokenizers
     steps = np.arange(4)[:, None]

@@ -287,16 +287,18 @@ def _shift_actions(data: DataDict, mask: Sequence[bool] | None, *, sign: int) ->
 class TokenizePrompt(DataTransformFn):
     """Replaces `prompt` by `tokenized_prompt` (int32) and `tokenized_prompt_mask` (bool).
 
-    A sample without a prompt is refused: `InjectDefaultPrompt`, earlier in the chain, supplies a default. With
+    A sample without a prompt is refused: `InjectDefaultPrompt`, earlier in the chain, supplies a default
+    (`default_prompt` here, as the original README's fine-tuning guide passes it, applies that same step). With
     `discrete_state_input` (pi0.5) the normalized `state` is written into the prompt as well, so this runs after
     `Normalize` and before `PadStatesAndActions`: the prompt shows the robot's own state dims.
     """
 
     tokenizer: _tokenizer.PaligemmaTokenizer
     discrete_state_input: bool = False
+    default_prompt: str | None = None
 
     def __call__(self, data: DataDict) -> DataDict:
-        data = dict(data)
+        data = dict(InjectDefaultPrompt(self.default_prompt)(data))
         prompt = data.pop("prompt", None)
         if prompt is None:
             raise ValueError("prompt: required (a string), but the sample has none and no default prompt was set")
