@@ -8,8 +8,6 @@ import concurrent.futures
 import dataclasses
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
@@ -21,6 +19,7 @@ from openpi_client import websocket_client_policy
 from openpi_client.runtime import environment
 from openpi_client.runtime import runtime
 from openpi_client.runtime.agents import policy_agent
+from serving import http_probe
 from serving import published_client
 
 from .conftest import free_port
@@ -32,20 +31,12 @@ EPISODE_STEPS = 30
 _READY_TIMEOUT_S = 300
 
 
-def _health(port: int) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
 def _wait_ready(port: int) -> list[tuple[int, str]]:
     """Polls /healthz until it answers 200; returns the distinct answers seen, in order."""
     seen: list[tuple[int, str]] = []
     deadline = time.monotonic() + _READY_TIMEOUT_S
     while time.monotonic() < deadline:
-        answer = _health(port)
+        answer = http_probe.health(port)
         if not seen or seen[-1] != answer:
             seen.append(answer)
         if answer[0] == 200:

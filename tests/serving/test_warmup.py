@@ -6,8 +6,6 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
@@ -18,15 +16,8 @@ from openpi.serving import websocket_policy_server
 from openpi_client import base_policy
 from openpi_client import websocket_client_policy
 
+from . import http_probe
 from . import toy_policies
-
-
-def _health(port: int) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 def _obs(client_id: int) -> dict:
@@ -55,7 +46,7 @@ def test_health_says_warming_up_and_requests_wait_until_the_warmup_is_over(start
     policy = toy_policies.ToyPolicy()
     port = start_server(policy, metadata={"ok": True}, warmup=gated).wait_started()
     assert gated.started.wait(10)
-    assert _health(port) == (503, "warming up\n")
+    assert http_probe.health(port) == (503, "warming up\n")
     # A robot may connect meanwhile: it gets the metadata, and its request waits for the warm-up.
     with (
         websocket_client_policy.WebsocketClientPolicy("127.0.0.1", port) as client,
@@ -68,7 +59,7 @@ def test_health_says_warming_up_and_requests_wait_until_the_warmup_is_over(start
         assert policy.batch_sizes == []
         gated.finish.set()
         assert pending.result(timeout=10)["client_id"] == 3
-    assert _health(port) == (200, "OK\n")
+    assert http_probe.health(port) == (200, "OK\n")
     assert gated.max_batch_sizes == [8]
 
 
