@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import pathlib
+import resource
 import shutil
 import socket
 import subprocess
@@ -66,7 +67,7 @@ class Args:
     # Everything goes here: lerobot/ (demos), assets/ (norm stats), checkpoints/, videos/, results.json.
     out_dir: pathlib.Path = pathlib.Path("data/aloha_sim/demo")
     # Scripted-expert demonstrations to train on (episodes from seeds --seed, --seed + 1, ...).
-    num_demos: int = 100
+    num_demos: int = 50
     # Train steps; default: the preset's (4000 small, 5000 full size).
     num_train_steps: int | None = None
     # Closed-loop evaluation episodes (seeds 100000 + --seed + i, never seen in training).
@@ -370,7 +371,14 @@ class Demo:
             ],
             # Seconds per stage in the run that made these results; a stage missing here was cached.
             "times_s": {name: round(seconds, 1) for name, seconds in self.times.items()},
-            "machine": {"cpu_count": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in load]},
+            # CPU seconds of this process and its finished subprocesses (recording, training, server, clients): on a
+            # busy machine, wall time overstates what the demo costs; on n idle cores it takes at least cpu_s / n.
+            "cpu_s": round(sum(_cpu_seconds()), 1),
+            "machine": {
+                "cpu_count": os.cpu_count(),
+                "load_average_at_start": [round(x, 2) for x in load],
+                "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            },
             "figures": figures,
             "videos": [episode.video for episode in episodes],
         }
@@ -383,6 +391,11 @@ class Demo:
         print(f"Scripted expert success rate:  {_rate_text(expert)} (same seeds)")
         times = results["times_s"]
         print("Minutes per stage: " + ", ".join(f"{name} {times[name] / 60:.1f}" for name in times))
+        if "cpu_s" in results:
+            load = results["machine"]["load_average_at_start"][0]
+            print(
+                f"CPU time: {results['cpu_s'] / 60:.1f} min on {results['machine']['cpu_count']} cores (load {load:.1f} at start)"
+            )
         print(f"Videos: {self.videos_dir}/episode_*.mp4 ({'x'.join(map(str, self.args.video_resolution[::-1]))})")
         for name, path in results["figures"].items():
             print(f"{name.replace('_', ' ').capitalize()}: {path}")
@@ -391,6 +404,12 @@ class Demo:
             f"  uv run scripts/serve_policy.py --env ALOHA_SIM policy:checkpoint --policy.config={self.config.name} "
             f"--policy.dir={self.checkpoint_dir}"
         )
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """User + system CPU seconds of this process and of its waited-for subprocesses."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
 def _rate(successes: list[bool]) -> dict:
