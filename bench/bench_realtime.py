@@ -247,6 +247,22 @@ def summarize(episodes: list[Episode]) -> dict:
     }
 
 
+def _episode_json(episode: Episode) -> dict:
+    """The episode's record with its jumps summed up (count, mean, max) instead of listed."""
+    record = {
+        key: value
+        for key, value in dataclasses.asdict(episode).items()
+        if key not in ("boundary_jumps", "within_jumps")
+    }
+    for name, jumps in (("boundary", episode.boundary_jumps), ("within", episode.within_jumps)):
+        record[f"{name}_jumps"] = {
+            "count": len(jumps),
+            "mean": round(float(np.mean(jumps)), 5) if jumps else None,
+            "max": round(float(np.max(jumps)), 5) if jumps else None,
+        }
+    return record
+
+
 def _cell(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -367,7 +383,7 @@ def main(args: Args) -> dict:
                     "delay_ms": delay * 1000 // CONTROL_HZ,
                     "summary": summary,
                     "seconds": round(seconds, 1),
-                    "episodes": [dataclasses.asdict(episode) for episode in episodes],
+                    "episodes": [_episode_json(episode) for episode in episodes],
                 }
             )
     output = {

@@ -139,6 +139,8 @@ def test_a_tiny_sweep_with_a_real_pi0_writes_results_a_figure_and_a_table(tmp_pa
         assert summary["within_jump_mean"] is not None
     # sync, d=3: steps 0-9, held 3, 10-19, held 2 of 3 when the 25 steps run out.
     assert output["results"][1]["summary"]["mean_held_steps"] == 5
-    assert json.loads((tmp_path / "out" / "results.json").read_text())["results"][0]["mode"] == "sync"
+    written = json.loads((tmp_path / "out" / "results.json").read_text())["results"][0]
+    assert written["mode"] == "sync"
+    assert written["episodes"][0]["boundary_jumps"]["count"] == 2  # requests at steps 10 and 20
     assert (tmp_path / "out" / "realtime.png").stat().st_size > 10_000
     assert "| rtc_trained | 3 / 60 | 0/1 (0%) |" in capsys.readouterr().out
