@@ -57,6 +57,8 @@ class Preset:
 
 
 PRESETS = {
+    # 10 of the small model's 20-step chunk run before the next request (bench/RESULTS.md: 5 steps did worse, the
+    # whole chunk no better).
     False: Preset("pi0_aloha_sim_demo", (96, 96), 4_000, 10),
     True: Preset("pi0_aloha_sim_demo_full", (224, 224), 5_000, 10),
 }
