@@ -1,5 +1,6 @@
 """openpi.shared.fileio: atomic replacement of files, and the permissions of what it renames into place."""
 
+import signal
 import subprocess
 import sys
 
@@ -98,3 +99,27 @@ def test_append_and_read_modes_are_refused_naming_the_mode(tmp_path):
     ):
         pass
     assert list(tmp_path.iterdir()) == []
+
+
+def test_remove_stale_temps_deletes_what_a_killed_writer_left_and_nothing_else(tmp_path):
+    target = tmp_path / "loss_curve.png"
+    target.write_bytes(b"earlier curve")
+    (tmp_path / ".other.png.abc.tmp").write_bytes(b"another file's temp")
+    killed_mid_write = (
+        "import os, signal\n"
+        "from openpi.shared import fileio\n"
+        f"with fileio.atomic_write({str(target)!r}) as f:\n"
+        "    f.write(b'half a curve')\n"
+        "    f.flush()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", killed_mid_write]).returncode == -signal.SIGKILL
+    left = list(tmp_path.glob(".loss_curve.png.*.tmp"))
+    assert len(left) == 1
+    assert target.read_bytes() == b"earlier curve"
+
+    assert fileio.remove_stale_temps(target) == left
+    assert not left[0].exists()
+    assert target.read_bytes() == b"earlier curve"
+    assert (tmp_path / ".other.png.abc.tmp").exists()
+    assert fileio.remove_stale_temps(tmp_path / "missing_dir" / "x.json") == []

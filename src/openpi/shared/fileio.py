@@ -7,6 +7,7 @@ the umask applies as usual and what gets renamed into place is as readable as an
 
 from collections.abc import Callable, Iterator
 import contextlib
+import glob
 import os
 import pathlib
 import secrets
@@ -57,6 +58,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[pathlib.Path]:
+    """Deletes the temp files `atomic_path(path)` left behind when a process writing `path` was killed (SIGKILL, power
+    loss) mid-write; call it before writing `path` again, while no other process writes it. Returns what it deleted."""
+    path = pathlib.Path(path)
+    stale = sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp")) if path.parent.is_dir() else []
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
 
 
 @contextlib.contextmanager

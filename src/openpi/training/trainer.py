@@ -144,6 +144,10 @@ class MetricsLog:
         self._curve = checkpoint_dir / LOSS_CURVE_FILE
         self._enabled = jax.process_index() == 0
         self._records: list[dict] = []
+        if self._enabled:
+            # A run killed while writing either file leaves a temp file beside it; this run writes them again.
+            for path in (self._path, self._curve):
+                _fileio.remove_stale_temps(path)
         if self._enabled and resumed_step is not None and self._path.exists():
             lines = self._path.read_text().splitlines()
             self._records = [r for r in map(json.loads, filter(None, lines)) if r["step"] < resumed_step]
