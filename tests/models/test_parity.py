@@ -87,6 +87,7 @@ def _run_check_parity(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_check_parity_script_accepts_fixture_of_other_dims_and_fails_past_tolerance(tmp_path):
     npz_path = _write_fixture(tmp_path, seed=3)
     result = _run_check_parity(str(npz_path))

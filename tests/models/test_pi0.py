@@ -198,7 +198,8 @@ def test_loaded_model_reproduces_created_model():
     )
 
 
-@pytest.mark.parametrize("dtype", ["float32", pytest.param("bfloat16", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_training_loss_and_gradients_are_finite_with_augmentation(dtype):
     config = tiny_config(dtype=dtype)
     model = config.create(jax.random.key(0))
