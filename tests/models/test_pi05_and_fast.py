@@ -280,3 +280,50 @@ def test_parity_check_builds_pi05_and_fast_models_of_other_dims(tmp_path, kind):
     assert "out/sample_actions" in names
     assert ("out/suffix/adarms_cond" in names) == (kind == "pi05")
     assert all(c.ok for c in comparisons)
+
+
+# Unrolled layer loops
+
+
+def _loss_and_grads(model, observation, actions):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(params):
+        merged = nnx.merge(graphdef, params, rest)
+        return jnp.mean(merged.compute_loss(jax.random.key(0), observation, actions, train=True))
+
+    loss_value, grads = jax.jit(jax.value_and_grad(loss))(params)
+    return loss_value, tree.flatten(nnx.to_pure_dict(grads))
+
+
+@pytest.mark.parametrize("family", ["pi0", "pi05", "pi0_fast"])
+def test_unrolled_layers_keep_the_parameters_and_the_outputs(family):
+    looped_config = {"pi0": test_pi0.tiny_config(), "pi05": _tiny_pi05(), "pi0_fast": TINY_FAST}[family]
+    unrolled_config = dataclasses.replace(looped_config, unroll_layers=True)
+    looped = test_pi0.tiny_model(looped_config)
+    unrolled = unrolled_config.create(jax.random.key(5))
+    assert _param_shapes(unrolled_config) == _param_shapes(looped_config)  # same tree on disk
+    nnx.update(unrolled, nnx.state(looped, nnx.Param))
+
+    if family == "pi0_fast":
+        observation = _fast_observation(TINY_FAST, [5, 9])
+        mask = np.zeros((2, TINY_FAST.max_token_len), bool)
+        mask[:, 4:8] = True
+        observation = dataclasses.replace(
+            observation, token_loss_mask=jnp.asarray(mask), token_ar_mask=jnp.asarray(mask.astype(np.int32))
+        )
+        actions = None
+        np.testing.assert_array_equal(_decode(unrolled, observation), _decode(looped, observation))
+    else:
+        observation = test_pi0._random_observation(looped_config, batch_size=2)
+        actions = jax.random.normal(jax.random.key(1), (2, 4, 8))
+        noise = jax.random.normal(jax.random.key(2), (2, 4, 8))
+        np.testing.assert_allclose(
+            test_pi0._sample(unrolled, observation, noise), test_pi0._sample(looped, observation, noise), atol=1e-5
+        )
+    loss, grads = _loss_and_grads(looped, observation, actions)
+    unrolled_loss, unrolled_grads = _loss_and_grads(unrolled, observation, actions)
+    np.testing.assert_allclose(unrolled_loss, loss, rtol=1e-5)
+    assert unrolled_grads.keys() == grads.keys()
+    for path, grad in grads.items():
+        np.testing.assert_allclose(unrolled_grads[path], grad, atol=1e-5, err_msg=str(path))

@@ -291,6 +291,7 @@ class Module(nnx.Module):
         embed_dtype: str = "bfloat16",
         vocab_size: int = PALIGEMMA_VOCAB_SIZE,
         remat: bool = True,
+        unroll: bool = False,
         adarms: tuple[bool, ...] | None = None,
         float32_queries: bool = False,
         rngs: nnx.Rngs,
@@ -305,6 +306,7 @@ class Module(nnx.Module):
         self.adarms = adarms
         self.embed_dtype = jnp.dtype(embed_dtype)
         self.remat = remat
+        self.unroll = unroll
         self.embedder = Embedder(vocab_size, configs[0].width, rngs=rngs)
         self.layers = stacking.make_stack(
             depth, lambda layer_rngs: Block(configs, adarms, float32_queries=float32_queries, rngs=layer_rngs), rngs
@@ -349,6 +351,7 @@ class Module(nnx.Module):
             xs,
             kv_cache,
             remat=self.remat,
+            unroll=self.unroll,
         )
         outputs = [
             None if x is None else getattr(self, _name("final_norm", i))(x, cond)[0]

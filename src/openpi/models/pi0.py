@@ -94,13 +94,14 @@ class Pi0Config(_model.BaseModelConfig):
     # state altogether, as the original's `pi05_libero` does.)
     discrete_state_input: bool | None = None
 
-    # Not in the original config (there fixed): vision tower, vocabulary, image size, activation recompute, the
-    # cameras the model sees (in token order; an observation's other cameras are ignored) and the training-time
-    # image augmentation (`model.Augmentation`).
+    # Not in the original config (there fixed): vision tower, vocabulary, image size, activation recompute, layer
+    # loops compiled unrolled (`stacking.scan_stack`; same parameters), the cameras the model sees (in token order;
+    # an observation's other cameras are ignored) and the training-time image augmentation (`model.Augmentation`).
     vision_variant: _model.VariantFlag[siglip.Config] = "So400m/14"
     vocab_size: int = gemma.PALIGEMMA_VOCAB_SIZE
     image_resolution: tuple[int, int] = _model.IMAGE_RESOLUTION
     remat: bool = True
+    unroll_layers: bool = False
     image_keys: tuple[str, ...] = _model.IMAGE_KEYS
     augmentation: _model.Augmentation = "pi0"
 
@@ -167,6 +168,7 @@ class PaliGemma(nnx.Module):
             embed_dtype=config.dtype,
             vocab_size=config.vocab_size,
             remat=config.remat,
+            unroll=config.unroll_layers,
             adarms=adarms,
             float32_queries=float32_queries,
             rngs=rngs,
@@ -177,6 +179,7 @@ class PaliGemma(nnx.Module):
             image_size=config.image_resolution,
             dtype_mm=config.dtype,
             remat=config.remat,
+            unroll=config.unroll_layers,
             rngs=rngs,
         )
 

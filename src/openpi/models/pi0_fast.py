@@ -47,6 +47,7 @@ class Pi0FASTConfig(_model.BaseModelConfig):
     vocab_size: int = gemma.PALIGEMMA_VOCAB_SIZE
     image_resolution: tuple[int, int] = _model.IMAGE_RESOLUTION
     remat: bool = True
+    unroll_layers: bool = False
     image_keys: tuple[str, ...] = FAST_IMAGE_KEYS
     augmentation: _model.Augmentation = "pi0"
 

@@ -155,15 +155,18 @@ Encoder1DBlock = EncoderBlock
 class Encoder(nnx.Module):
     """Stacked encoder blocks (``encoderblock``, leading depth axis) and the final ``encoder_norm``."""
 
-    def __init__(self, config: Config, dtype, *, remat: bool, rngs: nnx.Rngs):
+    def __init__(self, config: Config, dtype, *, remat: bool, unroll: bool = False, rngs: nnx.Rngs):
         self.remat = remat
+        self.unroll = unroll
         self.encoderblock = stacking.make_stack(
             config.depth, lambda layer_rngs: EncoderBlock(config, dtype, rngs=layer_rngs), rngs
         )
         self.encoder_norm = nnx.LayerNorm(config.width, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: at.Array) -> at.Array:
-        x, _ = stacking.scan_stack(self.encoderblock, lambda block, x, _: (block(x), None), x, remat=self.remat)
+        x, _ = stacking.scan_stack(
+            self.encoderblock, lambda block, x, _: (block(x), None), x, remat=self.remat, unroll=self.unroll
+        )
         return self.encoder_norm(x)
 
 
@@ -178,6 +181,7 @@ class Module(nnx.Module):
         image_size: tuple[int, int] = (224, 224),
         dtype_mm: str = "bfloat16",
         remat: bool = True,
+        unroll: bool = False,
         rngs: nnx.Rngs,
     ):
         config = decode_variant(variant)
@@ -190,7 +194,7 @@ class Module(nnx.Module):
                 rngs.params(), (1, num_patches, config.width), jnp.float32
             )
         )
-        self.Transformer = Encoder(config, dtype, remat=remat, rngs=rngs)
+        self.Transformer = Encoder(config, dtype, remat=remat, unroll=unroll, rngs=rngs)
         self.head = nnx.Linear(config.width, num_classes, dtype=dtype, kernel_init=jax.nn.initializers.zeros, rngs=rngs)
 
     def __call__(self, images: at.Float[at.Array, "b h w c"]) -> at.Float[at.Array, "b n d"]:

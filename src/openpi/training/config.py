@@ -570,6 +570,8 @@ ALOHA_SIM_DEMO_MODEL = pi0.Pi0Config(
     # "Transfer cube" is 17 tokens of the character tokenizer: no padding tokens to pay for in every step.
     max_token_len=18,
     remat=False,
+    # Two layers per tower: compiled unrolled, a train step is ~15 % faster on a CPU (same parameters).
+    unroll_layers=True,
     # The demos record the top camera only: no wrist-camera tokens to pay for. Colour jitter only: crop and rotation
     # move the 3-pixel cube by more than the grasp tolerates, and the simulated camera never moves. Without the
     # jitter, the policy did worse (8 % instead of 35-50 %; bench/RESULTS.md).
