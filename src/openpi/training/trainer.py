@@ -10,7 +10,6 @@ tokenizer and first batch are in hand. On a machine with an NVIDIA GPU that JAX 
 """
 
 import dataclasses
-import functools
 import itertools
 import json
 import logging
@@ -30,6 +29,7 @@ import tqdm
 
 from openpi.models import model as _model
 from openpi.shared import accelerator
+from openpi.shared import allocator
 from openpi.shared import compilation_cache
 from openpi.shared import fileio as _fileio
 from openpi.shared import tree as _tree
@@ -235,6 +235,7 @@ def train(config: _config.TrainConfig) -> _utils.TrainState:
     """Runs training as `config` says and returns the final train state."""
     sharding.initialize_distributed()
     accelerator.ensure_gpu_used(allow_cpu=config.allow_cpu)
+    allocator.keep_freed_memory()
     compilation_cache.enable()
     logger.info(
         "Process %d/%d, %d local / %d global devices (%s); XLA_PYTHON_CLIENT_MEM_FRACTION=%s",
@@ -282,12 +283,24 @@ def train(config: _config.TrainConfig) -> _utils.TrainState:
     wandb_run = _init_wandb(config, checkpoint_dir, resuming=resuming)
     lr_schedule = config.lr_schedule.create()
 
+    # The loop carries the state as its flat list of arrays: flattening the nested nnx state again for every call
+    # costs milliseconds of Python per step, which a small model's step (the ALOHA sim demo's ~60 ms) feels.
+    leaves, treedef = jax.tree.flatten(state)
+
+    def flat_step(rng: jax.Array, leaves: list[jax.Array], batch: Any) -> tuple[list[jax.Array], dict]:
+        new_state, info = train_step(config, rng, jax.tree.unflatten(treedef, leaves), batch)
+        new_leaves, new_treedef = jax.tree.flatten(new_state)
+        assert new_treedef == treedef, "train_step changed the structure of the train state"
+        return new_leaves, info
+
+    leaf_shardings = treedef.flatten_up_to(state_sharding)
     step_fn = jax.jit(
-        functools.partial(train_step, config),
-        in_shardings=(sharding.replicated(mesh), state_sharding, data_sharding),
-        out_shardings=(state_sharding, sharding.replicated(mesh)),
+        flat_step,
+        in_shardings=(sharding.replicated(mesh), leaf_shardings, data_sharding),
+        out_shardings=(leaf_shardings, sharding.replicated(mesh)),
         donate_argnums=(1,),
     )
+    del state  # its arrays are donated to the first step
     batches = itertools.chain([first_batch], batches)
     progress = tqdm.tqdm(
         range(start_step, config.num_train_steps),
@@ -298,7 +311,7 @@ def train(config: _config.TrainConfig) -> _utils.TrainState:
     )
     pending: list[dict] = []
     for step in progress:
-        state, info = step_fn(train_rng, state, next(batches))
+        leaves, info = step_fn(train_rng, leaves, next(batches))
         pending.append(info)
         last_step = step == config.num_train_steps - 1
         if step % config.log_interval == 0 or last_step:
@@ -316,9 +329,9 @@ def train(config: _config.TrainConfig) -> _utils.TrainState:
         # Checkpoint `step` holds the state after step `step`'s update (the original numbering: a 30,000 step
         # run ends with checkpoint 29999); resuming from it continues with step `step + 1`.
         if (step % config.save_interval == 0 and step > start_step) or last_step:
-            _checkpoints.save_state(manager, state, norm_stats, step)
+            _checkpoints.save_state(manager, jax.tree.unflatten(treedef, leaves), norm_stats, step)
             metrics.draw_loss_curve()
     manager.close()
     if wandb_run is not None:
         wandb_run.finish()
-    return state
+    return jax.tree.unflatten(treedef, leaves)
