@@ -76,7 +76,7 @@ class Args:
     num_train_steps: int | None = None
     # Closed-loop evaluation episodes (seeds 100000 + --seed + i, never seen in training).
     num_eval_episodes: int = 40
-    # Evaluation episodes run at the same time (client processes; the server batches their requests).
+    # Evaluation episodes run at the same time (client processes, each with a policy server of its own).
     eval_workers: int = 2
     # Size (height, width) of the evaluation videos, rendered for viewing apart from the policy's input.
     video_resolution: tuple[int, int] = (240, 320)
@@ -86,7 +86,7 @@ class Args:
     full_size: bool = False
     # Seeds the demos, the training run and the evaluation episodes.
     seed: int = 0
-    # Port of the policy server; 0 picks a free one.
+    # Port of the (first) policy server; 0 picks a free one. Each evaluation worker gets a server of its own.
     port: int = 0
 
 
@@ -150,6 +150,7 @@ class Demo:
             "eval_seed": self.eval_seed,
             "action_horizon": self.preset.action_horizon,
             "video_resolution": list(self.args.video_resolution),
+            "servers": "one per worker",
         }
 
     @property
@@ -225,37 +226,45 @@ class Demo:
         return True
 
     @contextlib.contextmanager
-    def serve(self):
-        """Starts `scripts/serve_policy.py` on the checkpoint; yields its port once it accepts connections."""
-        _heading(4, "Policy server")
+    def serve(self, count: int):
+        """Starts `count` `scripts/serve_policy.py` servers on the checkpoint; yields their ports once they accept
+        connections. One per evaluation worker: each server then answers one client, in the same order every run."""
+        _heading(4, "Policy server" if count == 1 else f"Policy servers ({count}, one per evaluation worker)")
         self._server_started = time.perf_counter()
-        port = self.args.port or _free_port()
-        command = [
-            sys.executable,
-            str(REPO_ROOT / "scripts" / "serve_policy.py"),
-            "--env=ALOHA_SIM",
-            f"--port={port}",
-            # The demo's model is sized for a CPU: serve it there even on a machine whose GPU JAX cannot use.
-            "--allow-cpu",
-            "policy:checkpoint",
-            f"--policy.config={self.config.name}",
-            f"--policy.dir={self.checkpoint_dir}",
-        ]
-        log_path = self.out_dir / "server.log"
-        print(f"Starting {' '.join(command[1:])} (log: {log_path})", flush=True)
-        with log_path.open("w") as log:
-            server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+        ports = [self.args.port or _free_port()] + [_free_port() for _ in range(count - 1)]
+        servers: list[tuple[subprocess.Popen, int, pathlib.Path]] = []
         try:
-            _wait_for_port(server, port, log_path)
-            print(f"Serving on port {port}")
-            yield port
+            for i, port in enumerate(ports):
+                command = [
+                    sys.executable,
+                    str(REPO_ROOT / "scripts" / "serve_policy.py"),
+                    "--env=ALOHA_SIM",
+                    f"--port={port}",
+                    # The demo's model is sized for a CPU: serve it there even on a machine whose GPU JAX cannot use.
+                    "--allow-cpu",
+                    "policy:checkpoint",
+                    f"--policy.config={self.config.name}",
+                    f"--policy.dir={self.checkpoint_dir}",
+                ]
+                log_path = self.out_dir / ("server.log" if i == 0 else f"server_{i}.log")
+                print(f"Starting {' '.join(command[1:])} (log: {log_path})", flush=True)
+                with log_path.open("w") as log:
+                    servers.append(
+                        (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT), port, log_path)
+                    )
+            for server, port, log_path in servers:
+                _wait_for_port(server, port, log_path)
+            print(f"Serving on port{'s' if count > 1 else ''} {', '.join(map(str, ports))}")
+            yield ports
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            for server, _, _ in servers:
+                server.terminate()
+            for server, _, _ in servers:
+                try:
+                    server.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait()
 
     def evaluate(self) -> dict | None:
         """The policy's and the expert's episodes on the evaluation seeds; None when cached (results.json kept)."""
@@ -272,7 +281,8 @@ class Demo:
             _eval_expert.expert_episodes, TASK, self.eval_seed, self.args.num_eval_episodes
         )
         expert_future.add_done_callback(lambda _: self.times.__setitem__("expert", time.perf_counter() - expert_start))
-        with expert_pool, self.serve() as port:
+        num_workers = min(self.args.eval_workers, self.args.num_eval_episodes)
+        with expert_pool, self.serve(num_workers) as ports:
             self.times["server_start"] = time.perf_counter() - self._server_started
             _heading(
                 5,
@@ -282,7 +292,7 @@ class Demo:
             shutil.rmtree(self.videos_dir, ignore_errors=True)
             args = _main.Args(
                 host="127.0.0.1",
-                port=port,
+                ports=tuple(ports),
                 task=TASK,
                 num_episodes=self.args.num_eval_episodes,
                 seed=self.eval_seed,

@@ -35,6 +35,10 @@ class Args:
 
     host: str = "0.0.0.0"
     port: int = 8000
+    # Several servers (of the same policy) in place of --port: worker w talks to ports[w % len(ports)]. With one
+    # server per worker, each worker's requests reach its server in the same order every run, so the sampling noise
+    # every episode gets, and the outcome, no longer depend on timing.
+    ports: tuple[int, ...] = ()
     api_key: str | None = None
 
     # gym-aloha task id: gym_aloha/AlohaTransferCube-v0 or gym_aloha/AlohaInsertion-v0.
@@ -53,7 +57,7 @@ class Args:
     wrist_cameras: bool = False
     # Render with shadows, as gym-aloha does (about 8x slower on a CPU).
     shadows: bool = False
-    # Episodes run at the same time, each client process with its own connection (the server batches requests).
+    # Episodes run at the same time, each client process with its own connection (a shared server batches requests).
     num_workers: int = 1
     # Size (height, width) of the videos: the top camera rendered for viewing, apart from the policy's input.
     video_resolution: tuple[int, int] = (240, 320)
@@ -170,22 +174,24 @@ def _start_worker(outcomes: multiprocessing.Queue, log_level: int) -> None:
     logging.basicConfig(level=log_level, force=True)  # a spawned process starts without the caller's logging
 
 
-def _run_in_worker(args: Args, episodes: list[int]) -> list[EpisodeResult]:
+def _run_in_worker(args: Args, episodes: list[int], port: int) -> list[EpisodeResult]:
     assert _worker_outcomes is not None, "worker not started"
-    with _websocket_client_policy.WebsocketClientPolicy(args.host, args.port, api_key=args.api_key) as policy:
+    with _websocket_client_policy.WebsocketClientPolicy(args.host, port, api_key=args.api_key) as policy:
         return run_episodes(policy, args, episodes, report=lambda result: _worker_outcomes.put(result.success))
 
 
 def evaluate(args: Args) -> list[EpisodeResult]:
-    """All `args.num_episodes` episodes against the policy server, `args.num_workers` at a time (each worker a
-    process with its own connection and scene; the server batches their requests); results in seed order."""
+    """All `args.num_episodes` episodes against the policy server(s), `args.num_workers` at a time (each worker a
+    process with its own connection and scene; a server shared by workers batches their requests); results in seed
+    order."""
     if args.num_workers < 1:
         raise ValueError(f"num_workers: expected >= 1, got {args.num_workers}")
     num_workers = min(args.num_workers, args.num_episodes)
+    ports = args.ports or (args.port,)
     progress = _Progress(args.num_episodes)
     try:
         if num_workers == 1:
-            with _websocket_client_policy.WebsocketClientPolicy(args.host, args.port, api_key=args.api_key) as policy:
+            with _websocket_client_policy.WebsocketClientPolicy(args.host, ports[0], api_key=args.api_key) as policy:
                 return run_episodes(policy, args, report=lambda result: progress.episode_done(result.success))
         # Spawned, not forked: the caller may run JAX or rendering threads, which a fork would copy mid-flight.
         context = multiprocessing.get_context("spawn")
@@ -198,7 +204,9 @@ def evaluate(args: Args) -> list[EpisodeResult]:
             initializer=_start_worker,
             initargs=(outcomes, logging.getLogger().getEffectiveLevel()),
         ) as pool:
-            futures = [pool.submit(_run_in_worker, args, share) for share in shares]
+            futures = [
+                pool.submit(_run_in_worker, args, share, ports[w % len(ports)]) for w, share in enumerate(shares)
+            ]
             reported = 0
             while reported < args.num_episodes:
                 try:

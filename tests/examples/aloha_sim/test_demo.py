@@ -42,7 +42,7 @@ def test_shortened_demo_trains_serves_evaluates_and_then_skips_every_stage(tmp_p
     assert (checkpoint / "params").is_dir()
     assert (checkpoint / "assets" / "openpi" / "aloha_sim_demo" / "norm_stats.json").is_file()
 
-    # Two episodes at a time (the default), filmed at 320x240 for viewing: the start, every other step of the 30,
+    # Two episodes at a time (the default), each worker with a server of its own, filmed at 320x240 for viewing: the start, every other step of the 30,
     # the marked last frame held for a second.
     for episode in range(2):
         with av.open(str(tmp_path / "videos" / f"episode_{episode:03d}.mp4")) as video:
@@ -50,6 +50,9 @@ def test_shortened_demo_trains_serves_evaluates_and_then_skips_every_stage(tmp_p
             assert (stream.width, stream.height) == (320, 240)
             assert sum(1 for _ in video.decode(video=0)) == 1 + 15 + 25
 
+    assert "Serving on ports " in stdout
+    assert (tmp_path / "server.log").is_file()
+    assert (tmp_path / "server_1.log").is_file()
     interval = "Wilson 95 % interval 0%-66%"
     assert re.search(rf"pi0 \({CONFIG}\) success rate: 0% \(0/2; {interval}\) \(seeds 100000\.\.100001\)", stdout)
     assert "Scripted expert success rate:  100% (2/2; Wilson 95 % interval 34%-100%) (same seeds)" in stdout

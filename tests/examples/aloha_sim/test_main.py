@@ -72,3 +72,27 @@ def test_script_runs_episodes_in_parallel_workers_and_reports_failures_of_a_poli
         assert len(frames) == 1 + 2 + 25  # start, steps 2 and 4, the last frame held
         assert _has_colour(frames[-1][:21], saver.FAILURE_COLOUR)
     assert "Seed 100002: failure after 5 steps" in result.stderr
+
+
+class _CountingHold(_HoldStartPose):
+    """Holds the start pose and counts the requests it answered."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def infer(self, obs: dict) -> dict:
+        self.requests += 1
+        return super().infer(obs)
+
+
+def test_each_worker_talks_to_its_own_server_when_given_several_ports(serve, tmp_path):
+    policies = [_CountingHold(), _CountingHold()]
+    ports = tuple(serve(policy) for policy in policies)
+    flags = ["--num-episodes", "3", "--max-steps", "20", "--action-horizon", "10", "--resolution", "16", "16"]
+    command = [sys.executable, str(SCRIPT), "--host", "127.0.0.1", "--ports", *map(str, ports), "--num-workers", "2"]
+    result = subprocess.run(
+        [*command, *flags, "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "Success rate: 0% (0/3 episodes" in result.stdout
+    # Worker 0 ran episodes 0 and 2, worker 1 episode 1: 2 requests (20 steps, 10 per chunk) per episode.
+    assert [policy.requests for policy in policies] == [4, 2]
