@@ -67,6 +67,8 @@ class Args:
     """Warm calls per measurement (the median is reported)."""
     remat: bool = True
     """Recompute activations in the backward pass (the original always does); False trades memory for speed."""
+    unroll_layers: bool = False
+    """Compile the layer loops unrolled (``Pi0Config.unroll_layers``): no per-layer parameter slices, longer compile."""
     compilation_cache: bool = False
     """Use the persistent compilation cache (then 'compile' shows a warm-cache start)."""
     sample_param_dtype: str | None = None
@@ -108,7 +110,7 @@ def _measure(fn, args: tuple, repeats: int, profile_dir: str | None = None) -> t
 
 def bench_config(name: str, dtype: str, args: Args) -> list[tuple[str, int, float, float]]:
     config_class, fields = CONFIGS[name]
-    config = config_class(dtype=dtype, remat=args.remat, **fields)
+    config = config_class(dtype=dtype, remat=args.remat, unroll_layers=args.unroll_layers, **fields)
     model = config.create(jax.random.key(0))
     graphdef, state = nnx.split(model)
     sample_state = state

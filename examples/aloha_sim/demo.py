@@ -59,7 +59,7 @@ class Preset:
 PRESETS = {
     # 10 of the small model's 20-step chunk run before the next request (bench/RESULTS.md: 5 steps did worse, the
     # whole chunk no better).
-    False: Preset("pi0_aloha_sim_demo", (96, 96), 12_000, 10),
+    False: Preset("pi0_aloha_sim_demo", (96, 96), 11_000, 10),
     True: Preset("pi0_aloha_sim_demo_full", (224, 224), 5_000, 10),
 }
 
@@ -72,7 +72,7 @@ class Args:
     out_dir: pathlib.Path = pathlib.Path("data/aloha_sim/demo")
     # Scripted-expert demonstrations to train on (episodes from seeds --seed, --seed + 1, ...).
     num_demos: int = 50
-    # Train steps; default: the preset's (12000 small, 5000 full size).
+    # Train steps; default: the preset's (11000 small, 5000 full size).
     num_train_steps: int | None = None
     # Closed-loop evaluation episodes (seeds 100000 + --seed + i, never seen in training).
     num_eval_episodes: int = 40

@@ -24,7 +24,13 @@ def observe(simulation: _sim.AlohaSim, cameras: tuple[str, ...], resolution: tup
 
 class AlohaSimEnvironment(_environment.Environment):
     """Episode `i` (counting resets from 0) starts from seed `seed + i`, or from `seeds[i]` when `seeds` is given
-    (then the seeds after the last one); it ends on success or after `max_steps`."""
+    (then the seeds after the last one); it ends on success or after `max_steps`.
+
+    With `render_every` n > 1 the cameras are rendered only at steps 0, n, 2n, ... of an episode; the observations
+    in between carry the current state and those images again. A client that asks the policy once every n steps
+    (`ActionChunkBroker` with `action_horizon` n) sends exactly what it would otherwise, and the renders it would
+    throw away (most of an evaluation's rendering) are skipped.
+    """
 
     def __init__(
         self,
@@ -35,6 +41,7 @@ class AlohaSimEnvironment(_environment.Environment):
         resolution: tuple[int, int] = DEFAULT_RESOLUTION,
         shadows: bool = False,
         seeds: Sequence[int] | None = None,
+        render_every: int = 1,
     ) -> None:
         if unknown := [camera for camera in cameras if camera not in _sim.CAMERAS]:
             raise ValueError(f"cameras: {unknown} not in {sorted(_sim.CAMERAS)}")
@@ -44,6 +51,8 @@ class AlohaSimEnvironment(_environment.Environment):
             raise ValueError(f"resolution: expected (height, width) > 0, got {resolution}")
         if max_steps < 1:
             raise ValueError(f"max_steps: expected >= 1, got {max_steps}")
+        if render_every < 1:
+            raise ValueError(f"render_every: expected >= 1, got {render_every}")
         if seeds is not None and not seeds:
             raise ValueError("seeds: expected one or more episode seeds, got an empty sequence")
         self._sim = _sim.AlohaSim(task, shadows=shadows)
@@ -54,7 +63,9 @@ class AlohaSimEnvironment(_environment.Environment):
         self._resolution = (int(resolution[0]), int(resolution[1]))
         self._episode = -1
         self._steps = 0
+        self._render_every = render_every
         self._observation: dict | None = None
+        self._images: dict | None = None
         self._succeeded = False
         self._max_reward = 0
 
@@ -100,6 +111,7 @@ class AlohaSimEnvironment(_environment.Environment):
         self._sim.reset(self.episode_seed)
         self._steps = 0
         self._observation = None
+        self._images = None
         self._succeeded = False
         self._max_reward = 0
 
@@ -110,7 +122,11 @@ class AlohaSimEnvironment(_environment.Environment):
         if self._episode < 0:
             raise RuntimeError("get_observation: call reset() first")
         if self._observation is None:
-            self._observation = {**observe(self._sim, self._cameras, self._resolution), "prompt": self.prompt}
+            if self._images is None or self._steps % self._render_every == 0:
+                self._observation = {**observe(self._sim, self._cameras, self._resolution), "prompt": self.prompt}
+                self._images = self._observation["images"]
+            else:
+                self._observation = {"state": self._sim.state(), "images": self._images, "prompt": self.prompt}
         return self._observation
 
     def render_view(self, height: int, width: int, camera: str = "top") -> np.ndarray:

@@ -137,6 +137,8 @@ def run_episodes(
         resolution=args.resolution,
         shadows=args.shadows,
         seeds=[args.seed + i for i in episodes],
+        # The broker below sends the policy the observation of every action_horizon-th step only.
+        render_every=args.action_horizon,
     )
     film = _saver.EpisodeFilm(
         environment, args.out_dir, args.video_resolution, args.video_stride, names=[f"{i:03d}" for i in episodes]

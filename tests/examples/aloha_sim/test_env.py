@@ -125,3 +125,33 @@ def test_episodes_start_from_the_seeds_given_and_the_view_is_rendered_apart_from
 def test_an_empty_seed_list_is_refused():
     with pytest.raises(ValueError, match="seeds"):
         env.AlohaSimEnvironment(seeds=[])
+
+
+def test_rendering_every_nth_step_repeats_the_images_in_between_and_keeps_the_state_current():
+    every_step = env.AlohaSimEnvironment(resolution=(16, 16), seed=5)
+    every_third = env.AlohaSimEnvironment(resolution=(16, 16), seed=5, render_every=3)
+    for environment in (every_step, every_third):
+        environment.reset()
+    start = every_step.get_observation()["state"]
+    for step in range(8):
+        full, partial = every_step.get_observation(), every_third.get_observation()
+        np.testing.assert_array_equal(partial["state"], full["state"])
+        assert partial["prompt"] == full["prompt"]
+        rendered_at = step - step % 3
+        if step == rendered_at:
+            np.testing.assert_array_equal(partial["images"]["cam_high"], full["images"]["cam_high"])
+            last_render = full["images"]["cam_high"]
+        else:
+            np.testing.assert_array_equal(partial["images"]["cam_high"], last_render)
+        action = {"actions": start + 0.05 * (step + 1)}  # the arms move: the views differ from step to step
+        every_step.apply_action(action)
+        every_third.apply_action(action)
+    assert not np.array_equal(every_step.get_observation()["images"]["cam_high"], last_render)
+    # A new episode renders its first step afresh.
+    every_third.reset()
+    every_step.reset()
+    np.testing.assert_array_equal(
+        every_third.get_observation()["images"]["cam_high"], every_step.get_observation()["images"]["cam_high"]
+    )
+    with pytest.raises(ValueError, match="render_every"):
+        env.AlohaSimEnvironment(render_every=0)
