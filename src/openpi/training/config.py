@@ -906,7 +906,8 @@ _CONFIGS = [
         model=ALOHA_SIM_DEMO_MODEL,
         data=_aloha_sim_demo_data(adapt_to_pi=False, tokenizer="debug"),
         batch_size=32,
-        # Of 40 episodes, 4000 steps handed the cube over in 18 %, 8000 in 78-80 %, 12000 in 88 % (bench/RESULTS.md).
+        # Of 40 episodes, 4000 steps handed the cube over in 18 %, 8000 in 78-80 %, 11000 and 12000 in 88 %
+        # (bench/RESULTS.md).
         num_train_steps=11_000,
         lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=100, peak_lr=1e-3, decay_steps=11_000, decay_lr=5e-5),
         # Every log waits for the step in flight and every checkpoint takes ~3 s here: rarely enough to cost little.
