@@ -1,6 +1,6 @@
 """pi0 in the ALOHA sim, end to end, offline, in one command: demos → norm stats → train → serve → evaluate.
 
-    uv run examples/aloha_sim/demo.py                # small pi0 on the CPU (defaults: ~13 min on 2 cores)
+    uv run examples/aloha_sim/demo.py                # small pi0 on the CPU (defaults: 14-15 min on 2 cores)
     uv run examples/aloha_sim/demo.py --full-size    # full-size pi0 fine-tuned from pi0_base (a GPU)
 
 Every stage writes its output under `--out-dir` (built in a temp path and renamed, or resumable) together with a
