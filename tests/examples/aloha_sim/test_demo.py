@@ -42,8 +42,8 @@ def test_shortened_demo_trains_serves_evaluates_and_then_skips_every_stage(tmp_p
     assert (checkpoint / "params").is_dir()
     assert (checkpoint / "assets" / "openpi" / "aloha_sim_demo" / "norm_stats.json").is_file()
 
-    # Two episodes at a time (the default), each worker with a server of its own, filmed at 320x240 for viewing: the start, every other step of the 30,
-    # the marked last frame held for a second.
+    # Two episodes at a time (the default), each worker with a server of its own, filmed at 320x240 for viewing: the
+    # start, every other step of the 30, the marked last frame held for a second.
     for episode in range(2):
         with av.open(str(tmp_path / "videos" / f"episode_{episode:03d}.mp4")) as video:
             stream = video.streams.video[0]
