@@ -225,41 +225,43 @@ class Demo:
         subprocess.run(command, env=self._env(), check=True, cwd=REPO_ROOT)
         return True
 
+    def _start_server(self, port: int, log_path: pathlib.Path) -> subprocess.Popen:
+        """Starts `scripts/serve_policy.py` on the checkpoint at `port`, its output going to `log_path`."""
+        command = [
+            sys.executable,
+            str(REPO_ROOT / "scripts" / "serve_policy.py"),
+            "--env=ALOHA_SIM",
+            f"--port={port}",
+            # The demo's model is sized for a CPU: serve it there even on a machine whose GPU JAX cannot use.
+            "--allow-cpu",
+            "policy:checkpoint",
+            f"--policy.config={self.config.name}",
+            f"--policy.dir={self.checkpoint_dir}",
+        ]
+        print(f"Starting {' '.join(command[1:])} (log: {log_path})", flush=True)
+        with log_path.open("w") as log:
+            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+
     @contextlib.contextmanager
     def serve(self, count: int):
-        """Starts `count` `scripts/serve_policy.py` servers on the checkpoint; yields their ports once they accept
-        connections. One per evaluation worker: each server then answers one client, in the same order every run."""
+        """Starts `count` policy servers on the checkpoint; yields their ports once they accept connections. One per
+        evaluation worker: each server then answers one client, in the same order every run."""
         _heading(4, "Policy server" if count == 1 else f"Policy servers ({count}, one per evaluation worker)")
         self._server_started = time.perf_counter()
         ports = [self.args.port or _free_port()] + [_free_port() for _ in range(count - 1)]
-        servers: list[tuple[subprocess.Popen, int, pathlib.Path]] = []
+        log_paths = [self.out_dir / ("server.log" if i == 0 else f"server_{i}.log") for i in range(count)]
+        servers: list[subprocess.Popen] = []
         try:
-            for i, port in enumerate(ports):
-                command = [
-                    sys.executable,
-                    str(REPO_ROOT / "scripts" / "serve_policy.py"),
-                    "--env=ALOHA_SIM",
-                    f"--port={port}",
-                    # The demo's model is sized for a CPU: serve it there even on a machine whose GPU JAX cannot use.
-                    "--allow-cpu",
-                    "policy:checkpoint",
-                    f"--policy.config={self.config.name}",
-                    f"--policy.dir={self.checkpoint_dir}",
-                ]
-                log_path = self.out_dir / ("server.log" if i == 0 else f"server_{i}.log")
-                print(f"Starting {' '.join(command[1:])} (log: {log_path})", flush=True)
-                with log_path.open("w") as log:
-                    servers.append(
-                        (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT), port, log_path)
-                    )
-            for server, port, log_path in servers:
+            for port, log_path in zip(ports, log_paths, strict=True):
+                servers.append(self._start_server(port, log_path))
+            for server, port, log_path in zip(servers, ports, log_paths, strict=True):
                 _wait_for_port(server, port, log_path)
             print(f"Serving on port{'s' if count > 1 else ''} {', '.join(map(str, ports))}")
             yield ports
         finally:
-            for server, _, _ in servers:
+            for server in servers:
                 server.terminate()
-            for server, _, _ in servers:
+            for server in servers:
                 try:
                     server.wait(timeout=30)
                 except subprocess.TimeoutExpired:
