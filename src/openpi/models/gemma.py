@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from openpi.models import lora
+from openpi.models import matmul
 from openpi.models import stacking
 from openpi.shared import array_typing as at
 
@@ -230,7 +231,7 @@ class Attention(nnx.Module):
         logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32)
         logits = jnp.where(attn_mask[:, :, None, :, :], logits, _MASK_VALUE)
         probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-        encoded = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
+        encoded = matmul.einsum("BKGTS,BSKH->BTKGH", probs, v)
         encoded = einops.rearrange(encoded, "B T K G H -> B T (K G) H")
 
         out: list[at.Array | None] = []

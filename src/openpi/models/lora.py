@@ -11,6 +11,7 @@ import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
 
+from openpi.models import matmul
 from openpi.shared import array_typing as at
 from openpi.shared.nnx_utils import PathRegex
 
@@ -75,11 +76,11 @@ class Einsum(nnx.Module):
 
     def __call__(self, eqn: str, x: at.Array) -> at.Array:
         dtype = x.dtype
-        result = jnp.einsum(eqn, x, self.w[...].astype(dtype))
+        result = matmul.einsum(eqn, x, self.w[...].astype(dtype))
         if self.lora_config is not None:
             eqn_a, eqn_b = _lora_equations(eqn, self.lora_config)
-            low_rank = jnp.einsum(eqn_a, x, self.lora_a[...].astype(dtype))
-            low_rank = jnp.einsum(eqn_b, low_rank, self.lora_b[...].astype(dtype))
+            low_rank = matmul.einsum(eqn_a, x, self.lora_a[...].astype(dtype))
+            low_rank = matmul.einsum(eqn_b, low_rank, self.lora_b[...].astype(dtype))
             result = result + low_rank * self.lora_config.scaling_value
         return result
 
@@ -107,11 +108,11 @@ class FeedForward(nnx.Module):
                 setattr(self, f"{name}_lora_b", nnx.Param(jnp.zeros(shape_b, jnp.float32)))
 
     def _dot(self, x: at.Array, w: at.Array, lora: tuple[at.Array, at.Array] | None) -> at.Array:
-        out = jnp.dot(x, w.astype(x.dtype))
+        out = matmul.dot(x, w.astype(x.dtype))
         if lora is None:
             return out
         lora_a, lora_b = lora
-        return out + jnp.dot(jnp.dot(x, lora_a.astype(x.dtype)), lora_b.astype(x.dtype)) * (
+        return out + matmul.dot(matmul.dot(x, lora_a.astype(x.dtype)), lora_b.astype(x.dtype)) * (
             self.lora_config.scaling_value
         )
 

@@ -12,6 +12,7 @@ import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
 
+from openpi.models import matmul
 from openpi.models import stacking
 from openpi.shared import array_typing as at
 
@@ -98,7 +99,14 @@ class MultiHeadAttention(nnx.Module):
         kernel_init = jax.nn.initializers.xavier_uniform()
 
         def projection():
-            return nnx.LinearGeneral(width, (num_heads, head_dim), dtype=dtype, kernel_init=kernel_init, rngs=rngs)
+            return nnx.LinearGeneral(
+                width,
+                (num_heads, head_dim),
+                dtype=dtype,
+                kernel_init=kernel_init,
+                dot_general=matmul.dot_general,
+                rngs=rngs,
+            )
 
         self.query, self.key, self.value = projection(), projection(), projection()
         self.out = nnx.LinearGeneral(
@@ -107,16 +115,17 @@ class MultiHeadAttention(nnx.Module):
             axis=(-2, -1),
             dtype=dtype,
             kernel_init=kernel_init,
+            dot_general=matmul.dot_general,
             rngs=rngs,
         )
 
     def __call__(self, x: at.Array) -> at.Array:
         q, k, v = self.query(x), self.key(x), self.value(x)
         q = q / jnp.sqrt(q.shape[-1]).astype(q.dtype)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
+        logits = matmul.einsum("bqhd,bkhd->bhqk", q, k)
         # Softmax in the matmul dtype, as the original (flax linen attention) computes it.
         probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-        return self.out(jnp.einsum("bhqk,bkhd->bqhd", probs, v))
+        return self.out(matmul.einsum("bhqk,bkhd->bqhd", probs, v))
 
 
 class MlpBlock(nnx.Module):
@@ -126,6 +135,7 @@ class MlpBlock(nnx.Module):
         inits = {
             "kernel_init": jax.nn.initializers.xavier_uniform(),
             "bias_init": jax.nn.initializers.normal(stddev=1e-6),
+            "dot_general": matmul.dot_general,
         }
         self.Dense_0 = nnx.Linear(width, mlp_dim, dtype=dtype, rngs=rngs, **inits)
         self.Dense_1 = nnx.Linear(mlp_dim, width, dtype=dtype, rngs=rngs, **inits)
