@@ -19,12 +19,18 @@ with two or more step counts it also prints the cost per generated token. Prints
 memory when it reports one); appends nothing anywhere: copy figures into bench/RESULTS.md.
 """
 
+import collections
+import contextlib
 import dataclasses
 import functools
+import json
 import os
 import platform
 import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import flax.nnx as nnx
@@ -34,6 +40,7 @@ import numpy as np
 import psutil
 import tyro
 
+from openpi.models import matmul
 from openpi.models import model as _model
 from openpi.models import pi0
 from openpi.models import pi0_fast
@@ -78,16 +85,27 @@ class Args:
     """Write a profiler trace (perfetto ``*.trace.json.gz``) of one warm call per measurement here."""
     fast_decoding_steps: tuple[int, ...] = (1, 256)
     """Tokens pi0-FAST decodes per ``sample_actions`` call, one measurement each (the released configs allow 256)."""
+    reference_python: str | None = None
+    """Python of an environment holding the original openpi (its ``src`` on ``reference_pythonpath``): then the
+    ``dummy``/``pi05_dummy`` rows are measured side by side instead, both implementations through
+    ``bench/model_api_timing.py`` (the original's public API), alternating, and the ratios printed."""
+    reference_pythonpath: str | None = None
+    rounds: int = 2
+    """Side-by-side rounds; each runs both implementations once per dtype (first ours, then the original, then
+    the other way round), and the median over rounds is compared."""
+    plain_products: bool = False
+    """Trace every matrix product as a plain ``jnp.einsum`` (``matmul.plain_products``): the path before the CPU's
+    native bfloat16 products, to compare."""
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
     """This machine's float32 matmul rate right now (XLA), to read the other figures against (load varies)."""
     a = jnp.ones((size, size), jnp.float32)
-    matmul = jax.jit(lambda a: a @ a)
-    jax.block_until_ready(matmul(a))
+    square = jax.jit(lambda a: a @ a)
+    jax.block_until_ready(square(a))
     start = time.perf_counter()
     for _ in range(repeats):
-        jax.block_until_ready(matmul(a))
+        jax.block_until_ready(square(a))
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
@@ -210,18 +228,76 @@ def _print_row(name, dtype, what, batch_size, compile_s, warm_s):
     )
 
 
+_API_VARIANTS = {"dummy": "pi0", "pi05_dummy": "pi05"}
+
+
+def _api_timing(python: str, pythonpath: str | None, variant: str, dtype: str, args: Args) -> list[dict]:
+    """One run of ``model_api_timing.py`` in a fresh process: its JSON rows."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
+    command = [python, os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_api_timing.py")]
+    command += ["--variant", variant, "--dtype", dtype, "--repeats", str(args.repeats)]
+    command += ["--sample-batch-sizes", *map(str, args.sample_batch_sizes)]
+    command += ["--grad-batch-sizes", *map(str, args.grad_batch_sizes)]
+    if args.sample_param_dtype is not None:
+        command += ["--sample-param-dtype", args.sample_param_dtype]
+    result = subprocess.run(command, env=env, cwd=tempfile.gettempdir(), capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def side_by_side(args: Args) -> None:
+    """Both implementations through the same script, alternating; prints each run and the median ratios."""
+    unknown = [name for name in args.configs if name not in _API_VARIANTS]
+    if unknown:
+        raise ValueError(f"configs: side by side supports {sorted(_API_VARIANTS)}, got {unknown}")
+    sides = {"ours": (sys.executable, None), "original": (args.reference_python, args.reference_pythonpath)}
+    print(f"float32 matmul rate before: {matmul_gflops():.0f} GFLOP/s, load average {os.getloadavg()}")
+    warm: dict[tuple, dict[str, list[float]]] = collections.defaultdict(lambda: collections.defaultdict(list))
+    for round_index in range(args.rounds):
+        order = list(sides) if round_index % 2 == 0 else list(reversed(sides))
+        for name in args.configs:
+            for dtype in args.dtypes:
+                for side in order:
+                    for row in _api_timing(*sides[side], _API_VARIANTS[name], dtype, args):
+                        if row["what"] == "peak_rss_gib":
+                            print(f"round {round_index} {side:<8} {name} {dtype}: peak RSS {row['value']:.2f} GiB")
+                            continue
+                        warm[(name, dtype, row["what"], row["batch"])][side].append(row["warm_s"])
+                        print(
+                            f"round {round_index} {side:<8} {name:<10} {dtype:<9} {row['what']:<14} batch "
+                            f"{row['batch']:<2} compile {row['compile_s']:6.2f} s  warm {row['warm_s'] * 1000:8.1f} ms"
+                            f"  ({row['source']})",
+                            flush=True,
+                        )
+    print("median over rounds (original / ours > 1: ours is faster):")
+    for (name, dtype, what, batch), by_side in warm.items():
+        ours, original = statistics.median(by_side["ours"]), statistics.median(by_side["original"])
+        print(
+            f"{name:<10} {dtype:<9} {what:<14} batch {batch:<2} ours {ours * 1000:8.1f} ms  original "
+            f"{original * 1000:8.1f} ms  ratio {original / ours:.2f}x"
+        )
+    print(f"float32 matmul rate after: {matmul_gflops():.0f} GFLOP/s, load average {os.getloadavg()}")
+
+
 def main(args: Args) -> None:
+    if args.reference_python is not None:
+        side_by_side(args)
+        return
     if args.compilation_cache:
         compilation_cache.enable()
     print(
         f"jax {jax.__version__} on {jax.devices()[0].platform} {jax.devices()[0].device_kind} "
         f"({platform.processor() or platform.machine()}), {psutil.cpu_count()} cpus, remat={args.remat}, "
-        f"sample weights {args.sample_param_dtype or 'float32'}"
+        f"sample weights {args.sample_param_dtype or 'float32'}, plain products={args.plain_products}"
     )
     print(f"float32 matmul rate before: {matmul_gflops():.0f} GFLOP/s, load average {os.getloadavg()}")
-    for name in args.configs:
-        for dtype in args.dtypes:
-            bench_config(name, dtype, args)
+    with matmul.plain_products() if args.plain_products else contextlib.nullcontext():
+        for name in args.configs:
+            for dtype in args.dtypes:
+                bench_config(name, dtype, args)
     print(f"float32 matmul rate after: {matmul_gflops():.0f} GFLOP/s, load average {os.getloadavg()}")
     max_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"peak RSS {max_rss_gib:.2f} GiB")
