@@ -15,7 +15,13 @@ from models import test_pi0
 from models import test_pi05_and_fast
 from openpi.models import matmul
 
-pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the fast path is for the CPU backend")
+
+@pytest.fixture(autouse=True)
+def _bfloat16_products_available():
+    """Checked when a test runs, not at collection: the check starts JAX's backend."""
+    if jax.default_backend() != "cpu" or not matmul.cpu_has_bfloat16_products():
+        pytest.skip("the fast path is for CPUs with bfloat16 dot-product instructions")
+
 
 # (equation, lhs shape, rhs shape): the forms the models use.
 EQUATIONS = [

@@ -3,20 +3,25 @@ on CPUs.
 
 XLA's CPU backend computes a bfloat16 x bfloat16 -> bfloat16 product as a float32 GEMM (both operands widened
 first), while a bfloat16 x bfloat16 -> float32 product runs on the CPU's native bfloat16 dot-product instructions
-(AVX512-BF16 and the like) at about twice the float32 rate. The two give the same numbers up to the summation order:
-both accumulate in float32 and round once to bfloat16. So on a CPU backend, products of two bfloat16 operands ask
-for a float32 result and round it; the backward pass does the same with the cotangent rounded to bfloat16 first, as
-the plain bfloat16 product's backward pass has it. Other dtypes and other backends (a GPU already accumulates
-bfloat16 products in float32) take plain ``jnp.einsum``. ``plain_products()`` turns the fast path off, to compare.
+(AVX512-BF16) at about twice the float32 rate. The two give the same numbers up to the summation order: both
+accumulate in float32 and round once to bfloat16. So on a CPU backend with those instructions, products of two
+bfloat16 operands ask for a float32 result and round it; the backward pass does the same with the cotangent rounded
+to bfloat16 first, as the plain bfloat16 product's backward pass has it. Other dtypes, other CPUs and other backends
+(a GPU already accumulates bfloat16 products in float32) take plain ``jnp.einsum``. ``plain_products()`` turns the
+fast path off, to compare.
 """
 
 import contextlib
 import functools
+import logging
 import math
+import re
 import string
 
 import jax
 import jax.numpy as jnp
+
+logger = logging.getLogger(__name__)
 
 _fast_bfloat16 = True
 
@@ -101,8 +106,34 @@ def _rounded_einsum_bwd(eqn, residuals, cotangent):
 _rounded_einsum.defvjp(_rounded_einsum_fwd, _rounded_einsum_bwd)
 
 
+@functools.cache
+def cpu_has_bfloat16_products() -> bool:
+    """Whether this CPU has the bfloat16 dot-product instructions (x86 AVX512-BF16; the ones measured here) and XLA
+    runs a bfloat16 x bfloat16 -> float32 product on it (tried once, on a small one)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = set(re.findall(r"^flags\s*:(.*)$", cpuinfo.read(), re.MULTILINE)[0].split())
+    except (OSError, IndexError):
+        return False
+    if "avx512_bf16" not in flags:
+        return False
+    try:
+        with jax.ensure_compile_time_eval():
+            ones = jnp.ones((2, 8, 8), jnp.bfloat16)
+            jax.block_until_ready(_float32_product("bmk,bkn->bmn", ones, ones))
+    except jax.errors.JaxRuntimeError as error:
+        logger.warning("bfloat16 products: XLA refused a bfloat16 x bfloat16 -> float32 product (%s); plain", error)
+        return False
+    return True
+
+
 def _native_bfloat16(a: jax.Array, b: jax.Array) -> bool:
-    return _fast_bfloat16 and a.dtype == b.dtype == jnp.bfloat16 and jax.default_backend() == "cpu"
+    return (
+        _fast_bfloat16
+        and a.dtype == b.dtype == jnp.bfloat16
+        and jax.default_backend() == "cpu"
+        and cpu_has_bfloat16_products()
+    )
 
 
 def einsum(eqn: str, a: jax.Array, b: jax.Array) -> jax.Array:
