@@ -108,6 +108,27 @@ def test_check_parity_script_accepts_fixture_of_other_dims_and_fails_past_tolera
     assert "FAIL" in result.stdout
 
 
+def test_bfloat16_outputs_pass_within_the_originals_own_bfloat16_spread_and_fail_past_it(tmp_path):
+    """The pi0-FAST fixture's bf16 loss is 0.146 from its f32 loss (the original's own rounding): that distance, not
+    the default 0.05, bounds ours; a bf16 loss further from ours than its own distance from f32 fails."""
+    fixture = REFERENCE / "pi0_fast_tiny_parity.npz"
+    with np.load(fixture) as npz:
+        arrays = dict(npz)
+    spread = float(np.max(np.abs(arrays["out_bf16/compute_loss"] - arrays["out/compute_loss"])))
+    assert spread > parity.BFLOAT16_ATOL
+    by_name = {c.name: c for c in parity.check_fixture(fixture)}
+    assert by_name["out_bf16/compute_loss"].atol == pytest.approx(spread)
+    assert by_name["out_bf16/compute_loss"].ok
+
+    # Ours lies below the f32 loss: a bf16 "original" 3 spreads above it is 3 spreads from f32 but further from ours.
+    arrays["out_bf16/compute_loss"] = arrays["out/compute_loss"] + 3 * spread
+    broken = tmp_path / "broken.npz"
+    np.savez(broken, **arrays)
+    by_name = {c.name: c for c in parity.check_fixture(broken, fixture.with_suffix(".json"))}
+    assert not by_name["out_bf16/compute_loss"].ok
+    assert by_name["out/compute_loss"].ok
+
+
 def test_config_from_fixture_reads_custom_dims():
     meta = json.loads((REFERENCE / "pi0_tiny_parity.json").read_text())
     config = parity.config_from_fixture(meta)

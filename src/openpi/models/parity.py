@@ -29,8 +29,10 @@ from openpi.shared import tree
 
 FLOAT32_ATOL = 1e-4
 # bfloat16 keeps 8 mantissa bits, so results move with the order of accumulation: the original's own bf16 run
-# differs from its f32 run by 0.024 (loss) / 0.034 (actions) on the tiny fixture, and merely batching the three
-# cameras through SigLIP together moves our bf16 loss by ~0.01. A broken bf16 path is off by far more.
+# differs from its f32 run by 0.024 (loss) / 0.034 (actions) on the tiny pi0 fixture and by 0.146 (loss) on the
+# pi0-FAST one, and merely batching the three cameras through SigLIP together moves our bf16 loss by ~0.01. So a bf16
+# output passes within this tolerance or within the original's own bf16-to-f32 distance where the fixture holds both,
+# whichever is larger. A broken bf16 path is off by far more.
 BFLOAT16_ATOL = 5e-2
 
 
@@ -275,6 +277,15 @@ def check_fixture(
     if unknown:
         raise ValueError(f"fixture: outputs this tool cannot recompute: {unknown}")
     return [
-        Comparison(key, _max_abs_diff(arrays[key], actual[key]), bf16_atol if key.startswith("out_bf16/") else atol)
+        Comparison(key, _max_abs_diff(arrays[key], actual[key]), _tolerance(key, arrays, atol, bf16_atol))
         for key in expected_keys
     ]
+
+
+def _tolerance(key: str, arrays: dict[str, np.ndarray], atol: float, bf16_atol: float) -> float:
+    if not key.startswith("out_bf16/"):
+        return atol
+    float32_key = "out/" + key.removeprefix("out_bf16/")
+    if float32_key not in arrays:
+        return bf16_atol
+    return max(bf16_atol, _max_abs_diff(arrays[key], arrays[float32_key]))
