@@ -5,6 +5,10 @@
     uv run bench/bench_model.py --configs dummy pi05_dummy pi0_fast_dummy --dtypes float32 --sample-batch-sizes 1 \\
         --grad-batch-sizes
 
+    # side by side with the original openpi (its environment's Python, its sources): ratios per row
+    uv run bench/bench_model.py --reference-python /path/to/original/.venv/bin/python \
+        --reference-pythonpath /path/to/original/src --configs dummy --sample-batch-sizes 1 --grad-batch-sizes 2
+
     # on a GPU: the full models with bf16 weights, as serve_policy.py loads them
     python bench/bench_model.py --configs pi0 pi05 pi0_fast --dtypes bfloat16 --sample-param-dtype bfloat16 \\
         --grad-batch-sizes
