@@ -145,7 +145,9 @@ def einsum(eqn: str, a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def dot(x: jax.Array, w: jax.Array) -> jax.Array:
-    """``x @ w`` for a 2-D ``w``: contracts the last axis of ``x`` with the first of ``w``."""
+    """``jnp.dot(x, w)`` for a 2-D ``w``: contracts the last axis of ``x`` with the first of ``w``."""
+    if not _native_bfloat16(x, w) or w.ndim != 2:
+        return jnp.dot(x, w)
     batch = string.ascii_lowercase[: x.ndim - 1]
     return einsum(f"{batch}Y,YZ->{batch}Z", x, w)
 
@@ -160,7 +162,8 @@ def dot_general(
 ) -> jax.Array:
     """``jax.lax.dot_general`` through ``einsum`` (for ``nnx.Linear(dot_general=...)``): batch axes first, then the
     free axes of ``lhs``, then those of ``rhs``, as ``lax.dot_general`` orders them."""
-    if precision is not None or preferred_element_type is not None or out_sharding is not None:
+    plain = precision is not None or preferred_element_type is not None or out_sharding is not None
+    if plain or not _native_bfloat16(lhs, rhs):
         return jax.lax.dot_general(
             lhs,
             rhs,
