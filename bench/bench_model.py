@@ -6,7 +6,7 @@
         --grad-batch-sizes
 
     # side by side with the original openpi (its environment's Python, its sources): ratios per row
-    uv run bench/bench_model.py --reference-python /path/to/original/.venv/bin/python \
+    uv run bench/bench_model.py --reference-python /path/to/original/.venv/bin/python \\
         --reference-pythonpath /path/to/original/src --configs dummy --sample-batch-sizes 1 --grad-batch-sizes 2
 
     # on a GPU: the full models with bf16 weights, as serve_policy.py loads them
@@ -92,7 +92,9 @@ class Args:
     reference_python: str | None = None
     """Python of an environment holding the original openpi (its ``src`` on ``reference_pythonpath``): then the
     ``dummy``/``pi05_dummy`` rows are measured side by side instead, both implementations through
-    ``bench/model_api_timing.py`` (the original's public API), alternating, and the ratios printed."""
+    ``bench/model_api_timing.py`` (the original's public API), alternating, and the ratios printed. Each side runs
+    its defaults (remat on, layers looped, its own products): ``--remat``, ``--unroll-layers``, ``--plain-products``
+    and ``--profile-dir`` do not apply there."""
     reference_pythonpath: str | None = None
     rounds: int = 2
     """Side-by-side rounds; each runs both implementations once per dtype (first ours, then the original, then
