@@ -103,7 +103,7 @@ class RMSNorm(nnx.Module):
         if cond is None:
             raise ValueError("RMSNorm: this adaptive norm needs a conditioning vector (adarms_cond)")
         kernel, bias = self.Dense_0.kernel[...].astype(x.dtype), self.Dense_0.bias[...].astype(x.dtype)
-        modulation = cond.astype(x.dtype) @ kernel + bias
+        modulation = matmul.dot(cond.astype(x.dtype), kernel) + bias
         if cond.ndim == 2:  # one condition per example [b, width]; else one per token [b, t, width]
             modulation = modulation[:, None, :]
         scale, shift, gate = jnp.split(modulation, 3, axis=-1)
