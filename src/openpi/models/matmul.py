@@ -9,8 +9,13 @@ bfloat16 operands ask for a float32 result and round it; the backward pass does 
 to bfloat16 first, as the plain bfloat16 product's backward pass has it. Other dtypes, other CPUs and other backends
 (a GPU already accumulates bfloat16 products in float32) take plain ``jnp.einsum``. ``plain_products()`` turns the
 fast path off, to compare.
+
+The backend is the one the program is lowered for (``jax.lax.platform_dependent``), not the process's default: a
+program compiled for a GPU from a process whose default backend is the CPU (``bench/gpu_kernels.py``), or exported
+for several platforms, gets each platform's products.
 """
 
+from collections.abc import Callable
 import contextlib
 import functools
 import logging
@@ -118,38 +123,40 @@ def cpu_has_bfloat16_products() -> bool:
     if "avx512_bf16" not in flags:
         return False
     try:
-        with jax.ensure_compile_time_eval():
+        with jax.ensure_compile_time_eval(), jax.default_device(jax.devices("cpu")[0]):
             ones = jnp.ones((2, 8, 8), jnp.bfloat16)
             jax.block_until_ready(_float32_product("bmk,bkn->bmn", ones, ones))
-    except jax.errors.JaxRuntimeError as error:
+    except RuntimeError as error:  # also a process without the CPU backend (JAX_PLATFORMS=cuda)
         logger.warning("bfloat16 products: XLA refused a bfloat16 x bfloat16 -> float32 product (%s); plain", error)
         return False
     return True
 
 
 def _native_bfloat16(a: jax.Array, b: jax.Array) -> bool:
-    return (
-        _fast_bfloat16
-        and a.dtype == b.dtype == jnp.bfloat16
-        and jax.default_backend() == "cpu"
-        and cpu_has_bfloat16_products()
-    )
+    """Whether a product of ``a`` and ``b`` takes the native bfloat16 path when lowered for this CPU."""
+    return _fast_bfloat16 and a.dtype == b.dtype == jnp.bfloat16 and cpu_has_bfloat16_products()
+
+
+def _product(eqn: str, a: jax.Array, b: jax.Array, plain: Callable[[jax.Array, jax.Array], jax.Array]) -> jax.Array:
+    """``plain(a, b)``, the product ``eqn`` describes; lowered for a CPU with native bfloat16 products, and when
+    ``eqn``'s backward pass is again made of products, the float32 product rounded to bfloat16 instead."""
+    parsed = _parse(eqn) if _native_bfloat16(a, b) else None
+    if parsed is None or (len(parsed[0]), len(parsed[1])) != (a.ndim, b.ndim):
+        return plain(a, b)
+    return jax.lax.platform_dependent(a, b, cpu=functools.partial(_rounded_einsum, eqn), default=plain)
 
 
 def einsum(eqn: str, a: jax.Array, b: jax.Array) -> jax.Array:
     """``jnp.einsum(eqn, a, b)`` of two operands of the same dtype; its result has that dtype."""
-    parsed = _parse(eqn) if _native_bfloat16(a, b) else None
-    if parsed is not None and (len(parsed[0]), len(parsed[1])) == (a.ndim, b.ndim):
-        return _rounded_einsum(eqn, a, b)
-    return jnp.einsum(eqn, a, b)
+    return _product(eqn, a, b, functools.partial(jnp.einsum, eqn))
 
 
 def dot(x: jax.Array, w: jax.Array) -> jax.Array:
     """``jnp.dot(x, w)`` for a 2-D ``w``: contracts the last axis of ``x`` with the first of ``w``."""
-    if not _native_bfloat16(x, w) or w.ndim != 2:
+    if w.ndim != 2:
         return jnp.dot(x, w)
     batch = string.ascii_lowercase[: x.ndim - 1]
-    return einsum(f"{batch}Y,YZ->{batch}Z", x, w)
+    return _product(f"{batch}Y,YZ->{batch}Z", x, w, jnp.dot)
 
 
 def dot_general(
@@ -160,18 +167,17 @@ def dot_general(
     preferred_element_type=None,
     out_sharding=None,
 ) -> jax.Array:
-    """``jax.lax.dot_general`` through ``einsum`` (for ``nnx.Linear(dot_general=...)``): batch axes first, then the
-    free axes of ``lhs``, then those of ``rhs``, as ``lax.dot_general`` orders them."""
-    plain = precision is not None or preferred_element_type is not None or out_sharding is not None
-    if plain or not _native_bfloat16(lhs, rhs):
-        return jax.lax.dot_general(
-            lhs,
-            rhs,
-            dimension_numbers,
-            precision=precision,
-            preferred_element_type=preferred_element_type,
-            out_sharding=out_sharding,
-        )
+    """``jax.lax.dot_general`` (for ``nnx.Linear(dot_general=...)``), as an ``einsum`` on the native bfloat16 path:
+    batch axes first, then the free axes of ``lhs``, then those of ``rhs``, as ``lax.dot_general`` orders them."""
+    plain = functools.partial(
+        jax.lax.dot_general,
+        dimension_numbers=dimension_numbers,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+        out_sharding=out_sharding,
+    )
+    if precision is not None or preferred_element_type is not None or out_sharding is not None:
+        return plain(lhs, rhs)
     (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
     letters = iter(string.ascii_letters)
     lhs_idx = [next(letters) for _ in range(lhs.ndim)]
@@ -181,4 +187,4 @@ def dot_general(
     out = [lhs_idx[i] for i in lhs_batch]
     out += [lhs_idx[i] for i in range(lhs.ndim) if i not in (*lhs_contract, *lhs_batch)]
     out += [rhs_idx[j] for j in range(rhs.ndim) if j not in (*rhs_contract, *rhs_batch)]
-    return einsum(f"{''.join(lhs_idx)},{''.join(rhs_idx)}->{''.join(out)}", lhs, rhs)
+    return _product(f"{''.join(lhs_idx)},{''.join(rhs_idx)}->{''.join(out)}", lhs, rhs, plain)

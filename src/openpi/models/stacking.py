@@ -45,29 +45,36 @@ def scan_stack(
     """
     graphdef, state = nnx.split(stack)
     leaves, treedef = jax.tree.flatten(state)
-    # bfloat16 stacks on the CPU are sliced inside the loop (see `_layer_of`), all others by the scan.
-    inside = [_slices_inside(leaf, unroll) for leaf in leaves]
+    # bfloat16 stacks lowered for a CPU are sliced inside the loop (see `_layer_of`), everything else by the scan.
+    inside = [not unroll and leaf.dtype == jnp.bfloat16 for leaf in leaves]
     depth = leaves[0].shape[0]
 
     def body(carry, scanned):
         layer_leaves, index, layer_input = scanned
         layer_leaves = [
-            _layer_of(depth, leaf, index) if flag else layer_leaf
+            _layer(depth, leaf, layer_leaf, index) if flag else layer_leaf
             for leaf, layer_leaf, flag in zip(leaves, layer_leaves, inside, strict=True)
         ]
         return apply_layer(nnx.merge(graphdef, jax.tree.unflatten(treedef, layer_leaves)), carry, layer_input)
 
     if remat:
         body = jax.checkpoint(body, prevent_cse=False, policy=jax.checkpoint_policies.nothing_saveable)
-    scanned_leaves = [None if flag else leaf for leaf, flag in zip(leaves, inside, strict=True)]
     index = jnp.arange(depth) if any(inside) else None
-    return jax.lax.scan(body, carry, (scanned_leaves, index, per_layer), unroll=unroll)
+    return jax.lax.scan(body, carry, (leaves, index, per_layer), unroll=unroll)
 
 
-def _slices_inside(leaf: jax.Array, unroll: bool) -> bool:
-    """XLA's CPU backend cannot slice a bfloat16 array in a loop: it converts the whole stack to float32 before the
-    loop, once per call (~0.5 s of a 2 s SigLIP pass with bfloat16 weights), and slices that."""
-    return not unroll and leaf.dtype == jnp.bfloat16 and jax.default_backend() == "cpu"
+def _layer(depth: int, stack: jax.Array, scanned: jax.Array, index: jax.Array) -> jax.Array:
+    """Layer ``index`` of a bfloat16 ``stack``: ``scanned``, the scan's own slice of it, except in a program lowered
+    for a CPU. XLA's CPU backend cannot slice a bfloat16 array in a loop: it converts the whole stack to float32 before
+    the loop, once per call (~0.5 s of a 2 s SigLIP pass with bfloat16 weights), and slices that; there the layer is
+    sliced from the stack's 16-bit pattern instead (the scan's slice is then unused, and XLA drops it)."""
+    return jax.lax.platform_dependent(
+        stack,
+        scanned,
+        index,
+        cpu=lambda stack, _, index: _layer_of(depth, stack, index),
+        default=lambda _, scanned, __: scanned,
+    )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
