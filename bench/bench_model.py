@@ -78,8 +78,9 @@ class Args:
     """Warm calls per measurement (the median is reported)."""
     remat: bool = True
     """Recompute activations in the backward pass (the original always does); False trades memory for speed."""
-    unroll_layers: bool = False
-    """Compile the layer loops unrolled (``Pi0Config.unroll_layers``): no per-layer parameter slices, longer compile."""
+    unroll_layers: _model.UnrollLayers = "sampling"
+    """Compile the layer loops unrolled (``Pi0Config.unroll_layers``: True, or "sampling" for the per-step passes of
+    sampling only): no per-layer parameter slices, longer compile."""
     compilation_cache: bool = False
     """Use the persistent compilation cache (then 'compile' shows a warm-cache start)."""
     sample_param_dtype: str | None = None
@@ -93,7 +94,7 @@ class Args:
     """Python of an environment holding the original openpi (its ``src`` on ``reference_pythonpath``): then the
     ``dummy``/``pi05_dummy`` rows are measured side by side instead, both implementations through
     ``bench/model_api_timing.py`` (the original's public API), alternating, and the ratios printed. Each side runs
-    its defaults (remat on, layers looped, its own products): ``--remat``, ``--unroll-layers``, ``--plain-products``
+    its defaults (remat on, its own layer loops and products): ``--remat``, ``--unroll-layers``, ``--plain-products``
     and ``--profile-dir`` do not apply there."""
     reference_pythonpath: str | None = None
     rounds: int = 2

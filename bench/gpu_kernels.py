@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import tyro
 
 import bench_model
+from openpi.models import model as _model
 
 TARGET_CONFIGS = pathlib.Path(__file__).parent / "gpu_targets"
 
@@ -164,10 +165,11 @@ def compile_sample(
     num_steps: int,
     param_dtype: str,
     compiler_options: dict[str, str],
-    unroll_layers: bool = False,
+    unroll_layers: _model.UnrollLayers = "sampling",
 ) -> tuple[str, list[Thunk]]:
     """``sample_actions`` of config ``config_name`` (a ``bench_model.CONFIGS`` name) compiled for ``device``, with
-    the parameters cast to ``param_dtype`` as ``serve_policy.py`` serves them: its HLO text and its thunks."""
+    the parameters cast to ``param_dtype`` as ``serve_policy.py`` serves them: its HLO text and its thunks.
+    ``num_steps`` is pi0's number of denoising steps, pi0-FAST's most decoding steps."""
     config_class, fields = bench_model.CONFIGS[config_name]
     config = config_class(dtype="bfloat16", unroll_layers=unroll_layers, **fields)
     graphdef, state = nnx.split(nnx.eval_shape(lambda: config.create(jax.random.key(0))))
@@ -180,10 +182,12 @@ def compile_sample(
     state = jax.tree.map(lambda x: abstract(x, param_dtype), state)
     observation = jax.tree.map(abstract, jax.eval_shape(lambda: config.fake_obs(batch_size)))
 
+    fast = config.model_type == _model.ModelType.PI0_FAST
+    steps = {"max_decoding_steps" if fast else "num_steps": num_steps}
+
     @jax.jit
     def sample(state, observation):
-        model = nnx.merge(graphdef, state)
-        return model.sample_actions(jax.random.key(1), observation, num_steps=num_steps)
+        return nnx.merge(graphdef, state).sample_actions(jax.random.key(1), observation, **steps)
 
     with tempfile.TemporaryDirectory() as dump_dir:
         compiled = sample.lower(state, observation).compile(
@@ -195,18 +199,30 @@ def compile_sample(
 
 @dataclasses.dataclass
 class Args:
-    configs: tuple[str, ...] = ("pi0", "pi05")
+    configs: tuple[str, ...] = ("pi0", "pi05", "pi0_fast")
     batch_sizes: tuple[int, ...] = (1, 8)
     target: str = "h200"
     """A target config in bench/gpu_targets (its stem), or the path of one."""
     num_steps: int = 10
+    """pi0's denoising steps; pi0-FAST's most decoding steps (its loop's trip count is decided at run time, so a
+    "step" there is one trip of its decoding loop)."""
     param_dtype: str = "bfloat16"
-    unroll_layers: bool = False
-    """Compile the layer stacks unrolled (``Pi0Config.unroll_layers``)."""
+    unroll_layers: _model.UnrollLayers = "sampling"
+    """Compile the layer stacks unrolled (``Pi0Config.unroll_layers``): True, False or "sampling"."""
     xla: tuple[str, ...] = ()
     """XLA compiler options for these programs, ``name=value`` (``xla_gpu_enable_triton_gemm=false``)."""
     dump_dir: str | None = None
     """Write each compiled program's HLO text here."""
+
+
+def _compiler_option(option: str) -> tuple[str, bool | int | str]:
+    """``name=value`` as XLA's compiler options take it: true/false as booleans, digits as integers."""
+    name, sep, value = option.partition("=")
+    if not sep:
+        raise SystemExit(f"--xla: expected name=value, got {option!r}")
+    if value.lower() in ("true", "false"):
+        return name, value.lower() == "true"
+    return name, int(value) if value.lstrip("-").isdigit() else value
 
 
 def main(args: Args) -> None:
@@ -214,7 +230,7 @@ def main(args: Args) -> None:
     if not target.exists():
         target = TARGET_CONFIGS / f"{args.target}.txtpb"
     device = gpu_device(target)
-    options = dict(option.split("=", 1) for option in args.xla)
+    options = dict(_compiler_option(option) for option in args.xla)
     print(
         f"target {target.name} ({device.device_kind}); compiler options {options}; XLA_FLAGS="
         f"{os.environ.get('XLA_FLAGS', '')!r}"
@@ -244,7 +260,7 @@ def main(args: Args) -> None:
                 os.makedirs(args.dump_dir, exist_ok=True)
                 pathlib.Path(args.dump_dir, f"{name}_b{batch_size}.hlo").write_text(text)
             call = count(thunks)
-            steps = [loop for loop in loops(thunks) if loop.trips == args.num_steps]
+            steps = [loop for loop in loops(thunks) if loop.trips in (args.num_steps, None)]
             step = count(steps[0].children) if steps else None
             layers = loops(steps[0].children) if steps else []
             layer = count(layers[0].children) if layers else None

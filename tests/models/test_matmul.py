@@ -149,3 +149,19 @@ def test_bfloat16_models_sample_and_learn_as_accurately_as_with_plain_products(f
     fast_error = _relative_error(_flat(fast[2]), _flat(reference[2]))
     plain_error = _relative_error(_flat(plain[2]), _flat(reference[2]))
     assert 0 < fast_error <= 1.25 * plain_error, (fast_error, plain_error)
+
+
+def test_the_path_is_the_lowering_platforms_not_the_process_default():
+    """A program exported (or compiled) for a GPU from this CPU process has plain bfloat16 products; one for both
+    platforms carries each platform's."""
+    eqn, lhs_shape, rhs_shape = EQUATIONS[0]
+    a, b = _bf16(lhs_shape, 0), _bf16(rhs_shape, 1)
+    product = jax.jit(lambda a, b: matmul.einsum(eqn, a, b))
+    result_types = re.compile(r"dot_general .*-> tensor<[0-9x]*x(bf16|f32)>")
+
+    def results(platforms):
+        return result_types.findall(jax.export.export(product, platforms=platforms)(a, b).mlir_module())
+
+    assert results(["cpu"]) == ["f32"]
+    assert results(["cuda"]) == ["bf16"]
+    assert sorted(set(results(["cpu", "cuda"]))) == ["bf16", "f32"]

@@ -296,10 +296,27 @@ def _loss_and_grads(model, observation, actions):
     return loss_value, tree.flatten(nnx.to_pure_dict(grads))
 
 
+def _scans(fn, model) -> int:
+    """How many loops (layer loops, pi0's denoising loop) the traced program of ``fn(model)`` holds: scans that
+    are not compiled unrolled."""
+
+    def count(jaxpr) -> int:
+        total = 0
+        for eqn in jaxpr.eqns:
+            total += eqn.primitive.name == "scan" and eqn.params["unroll"] < eqn.params["length"]
+            for sub in jax.core.jaxprs_in_params(eqn.params):
+                total += count(sub)
+        return total
+
+    return count(jax.make_jaxpr(lambda: fn(model))().jaxpr)
+
+
+@pytest.mark.parametrize("unroll", [True, "sampling"])
 @pytest.mark.parametrize("family", ["pi0", "pi05", "pi0_fast"])
-def test_unrolled_layers_keep_the_parameters_and_the_outputs(family):
-    looped_config = {"pi0": test_pi0.tiny_config(), "pi05": _tiny_pi05(), "pi0_fast": TINY_FAST}[family]
-    unrolled_config = dataclasses.replace(looped_config, unroll_layers=True)
+def test_unrolled_layers_keep_the_parameters_and_the_outputs(family, unroll):
+    config = {"pi0": test_pi0.tiny_config(), "pi05": _tiny_pi05(), "pi0_fast": TINY_FAST}[family]
+    looped_config = dataclasses.replace(config, unroll_layers=False)
+    unrolled_config = dataclasses.replace(looped_config, unroll_layers=unroll)
     looped = test_pi0.tiny_model(looped_config)
     unrolled = unrolled_config.create(jax.random.key(5))
     assert _param_shapes(unrolled_config) == _param_shapes(looped_config)  # same tree on disk
@@ -321,6 +338,20 @@ def test_unrolled_layers_keep_the_parameters_and_the_outputs(family):
         np.testing.assert_allclose(
             test_pi0._sample(unrolled, observation, noise), test_pi0._sample(looped, observation, noise), atol=1e-5
         )
+
+    def sample(model):
+        steps = {"max_decoding_steps": 3} if actions is None else {}
+        return model.sample_actions(jax.random.key(0), observation, **steps)
+
+    def loss(model):
+        return model.compute_loss(jax.random.key(0), observation, actions)
+
+    # "sampling" unrolls the layer loop of each step's pass; True every layer loop, which leaves pi0's denoising loop.
+    denoising_loops = 0 if actions is None else 1
+    assert _scans(sample, unrolled) == (denoising_loops if unroll is True else _scans(sample, looped) - 1)
+    assert _scans(loss, unrolled) == (0 if unroll is True else _scans(loss, looped))
+    if unroll == "sampling":
+        return  # training runs the looped program (counted above)
     loss, grads = _loss_and_grads(looped, observation, actions)
     unrolled_loss, unrolled_grads = _loss_and_grads(unrolled, observation, actions)
     np.testing.assert_allclose(unrolled_loss, loss, rtol=1e-5)

@@ -68,3 +68,21 @@ def test_bfloat16_stacks_are_sliced_without_a_float32_copy_on_the_cpu():
 
     hlo = jax.jit(forward).lower(params, x).compile().as_text()
     assert "f32[3,8,8]" not in hlo  # the stacked [depth, in, out] kernel, widened
+
+
+def test_only_a_program_for_the_cpu_slices_inside_the_loop():
+    """The platform the program is lowered for decides, not the process's default backend: exported for a GPU, a
+    bfloat16 stack is sliced by the scan as usual, without the 16-bit view."""
+    stack = _stack(jnp.bfloat16)
+    graphdef, params = nnx.split(stack)
+    x = jnp.ones((2, 8), jnp.bfloat16)
+
+    def forward(params, x):
+        return stacking.scan_stack(nnx.merge(graphdef, params), lambda layer, x, _: (layer(x), None), x)[0]
+
+    def bit_views(platforms):
+        module = jax.export.export(jax.jit(forward), platforms=platforms)(params, x).mlir_module()
+        return module.count("bitcast_convert")
+
+    assert bit_views(["cpu"]) > 0
+    assert bit_views(["cuda"]) == 0

@@ -331,6 +331,7 @@ class Module(nnx.Module):
         *,
         adarms_cond: list[at.Array | None] | None = None,
         cache_index: at.Int[at.Array, ""] | None = None,
+        unroll: bool | None = None,
     ) -> tuple[list[at.Array | None], KVCache]:
         """Runs the stack; returns final-normed outputs per expert and this call's keys/values per layer.
 
@@ -339,7 +340,7 @@ class Module(nnx.Module):
         a fixed-size buffer instead: the new keys/values are written into it from that slot on, queries attend to
         the whole buffer (``mask`` spans it), and the updated buffer is returned.
         ``adarms_cond`` holds one conditioning vector [b, width] or one per token [b, t, width] (or None) per
-        expert.
+        expert. ``unroll`` compiles this call's layers unrolled or looped (None: as the module was built).
         """
         xs = [None if e is None else e.astype(self.embed_dtype) for e in embedded]
         conds = list(adarms_cond) if adarms_cond is not None else [None] * len(xs)
@@ -352,7 +353,7 @@ class Module(nnx.Module):
             xs,
             kv_cache,
             remat=self.remat,
-            unroll=self.unroll,
+            unroll=self.unroll if unroll is None else unroll,
         )
         outputs = [
             None if x is None else getattr(self, _name("final_norm", i))(x, cond)[0]

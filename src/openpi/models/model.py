@@ -136,10 +136,23 @@ def preprocess_observation(
     return dataclasses.replace(observation, images=images, image_masks=masks)
 
 
-def check_model_fields(dtype: str, image_keys: Sequence[str], augmentation: str) -> None:
-    """Validates the fields every model config here shares: compute dtype, cameras and augmentation."""
+# Where layer stacks are compiled unrolled instead of as loops (`stacking.scan_stack`; the stored parameters keep their
+# stacked layout either way): nowhere, everywhere, or (the default) only in the pass that sampling repeats per step
+# (pi0's denoising steps, pi0-FAST's decoding steps), while training, the vision tower and the prefix keep their loops.
+# Unrolled, a step slices no parameters per layer and XLA compiles it straight-line: on a GPU one command buffer (CUDA
+# graph) per step instead of ~240 launches for full pi0; on a CPU ~12 % off pi0's sampling and ~27 % off pi0-FAST's
+# cost per token with bfloat16 weights (bench/RESULTS.md), for a few seconds more compile.
+UnrollLayers: TypeAlias = bool | Literal["sampling"]
+
+
+def check_model_fields(
+    dtype: str, image_keys: Sequence[str], augmentation: str, unroll_layers: UnrollLayers = False
+) -> None:
+    """Validates the fields every model config here shares: compute dtype, cameras, augmentation, unrolling."""
     if dtype not in ("bfloat16", "float32"):
         raise ValueError(f"dtype: expected 'bfloat16' or 'float32', got {dtype!r}")
+    if unroll_layers not in (True, False, "sampling"):
+        raise ValueError(f"unroll_layers: expected True, False or 'sampling', got {unroll_layers!r}")
     if not image_keys or len(set(image_keys)) != len(image_keys):
         raise ValueError(f"image_keys: expected one or more distinct camera names, got {image_keys!r}")
     if augmentation not in AUGMENTATIONS:

@@ -95,13 +95,13 @@ class Pi0Config(_model.BaseModelConfig):
     discrete_state_input: bool | None = None
 
     # Not in the original config (there fixed): vision tower, vocabulary, image size, activation recompute, layer
-    # loops compiled unrolled (`stacking.scan_stack`; same parameters), the cameras the model sees (in token order;
+    # loops compiled unrolled (`_model.UnrollLayers`; same parameters), the cameras the model sees (in token order;
     # an observation's other cameras are ignored) and the training-time image augmentation (`model.Augmentation`).
     vision_variant: _model.VariantFlag[siglip.Config] = "So400m/14"
     vocab_size: int = gemma.PALIGEMMA_VOCAB_SIZE
     image_resolution: tuple[int, int] = _model.IMAGE_RESOLUTION
     remat: bool = True
-    unroll_layers: bool = False
+    unroll_layers: _model.UnrollLayers = "sampling"
     image_keys: tuple[str, ...] = _model.IMAGE_KEYS
     augmentation: _model.Augmentation = "pi0"
 
@@ -119,7 +119,7 @@ class Pi0Config(_model.BaseModelConfig):
             object.__setattr__(self, "discrete_state_input", self.pi05)
         if self.discrete_state_input and not self.pi05:
             raise ValueError("discrete_state_input: only pi0.5 (pi05=True) reads the state from the prompt")
-        _model.check_model_fields(self.dtype, self.image_keys, self.augmentation)
+        _model.check_model_fields(self.dtype, self.image_keys, self.augmentation, self.unroll_layers)
         rtc.check_training_fields(
             self.training_rtc_max_delay, self.training_rtc_delay_distribution, self.action_horizon
         )
@@ -168,7 +168,7 @@ class PaliGemma(nnx.Module):
             embed_dtype=config.dtype,
             vocab_size=config.vocab_size,
             remat=config.remat,
-            unroll=config.unroll_layers,
+            unroll=config.unroll_layers is True,
             adarms=adarms,
             float32_queries=float32_queries,
             rngs=rngs,
@@ -179,7 +179,7 @@ class PaliGemma(nnx.Module):
             image_size=config.image_resolution,
             dtype_mm=config.dtype,
             remat=config.remat,
-            unroll=config.unroll_layers,
+            unroll=config.unroll_layers is True,
             rngs=rngs,
         )
 
@@ -203,6 +203,7 @@ class Pi0(_model.BaseModel):
         self.pi05 = config.pi05
         self.training_rtc_max_delay = config.training_rtc_max_delay
         self.training_rtc_delay_distribution = config.training_rtc_delay_distribution
+        self.unroll_sampling = bool(config.unroll_layers)
         experts = (gemma.get_config(config.paligemma_variant), gemma.get_config(config.action_expert_variant))
         self.PaliGemma = PaliGemma(config, experts, adarms=(False, config.pi05), rngs=rngs)
         width = experts[1].width
@@ -358,6 +359,7 @@ class Pi0(_model.BaseModel):
             mask=mask,
             kv_cache=kv_cache,
             adarms_cond=[None, adarms_cond],
+            unroll=self.unroll_sampling,
         )
         return self.action_out_proj(suffix_out[:, -self.action_horizon :])
 

@@ -47,12 +47,12 @@ class Pi0FASTConfig(_model.BaseModelConfig):
     vocab_size: int = gemma.PALIGEMMA_VOCAB_SIZE
     image_resolution: tuple[int, int] = _model.IMAGE_RESOLUTION
     remat: bool = True
-    unroll_layers: bool = False
+    unroll_layers: _model.UnrollLayers = "sampling"
     image_keys: tuple[str, ...] = FAST_IMAGE_KEYS
     augmentation: _model.Augmentation = "pi0"
 
     def __post_init__(self):
-        _model.check_model_fields(self.dtype, self.image_keys, self.augmentation)
+        _model.check_model_fields(self.dtype, self.image_keys, self.augmentation, self.unroll_layers)
 
     @property
     def model_type(self) -> _model.ModelType:
@@ -90,6 +90,7 @@ class Pi0FAST(_model.BaseModel):
         self.image_resolution = config.image_resolution
         self.image_keys = config.image_keys
         self.augmentation = config.augmentation
+        self.unroll_sampling = bool(config.unroll_layers)
         self.PaliGemma = pi0.PaliGemma(
             config, (gemma.get_config(config.paligemma_variant),), float32_queries=True, rngs=rngs
         )
@@ -185,6 +186,7 @@ class Pi0FAST(_model.BaseModel):
                 mask=jnp.broadcast_to(mask, (batch_size, 1, cache_size)),
                 kv_cache=kv_cache,
                 cache_index=prefill_size + step,
+                unroll=self.unroll_sampling,
             )
             return rng, self.PaliGemma.llm.logits(hidden), output_tokens, kv_cache, all_eos, step + 1
 
