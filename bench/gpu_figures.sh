@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU figures for bench/RESULTS.md, in one go: full pi0 (bf16 weights) sample_actions latency and memory,
+# GPU figures for bench/RESULTS.md, in one go: full pi0 (bf16 weights) sample_actions latency and memory (pi0.5
+# beside it, and with the denoising steps' layers looped),
 # serving overhead and 8-client batching throughput, a full-pi0 gradient step.
 #
 #   bash bench/gpu_figures.sh            # in an environment with jax[cuda] and the project's dependencies
@@ -34,6 +35,13 @@ stage() {  # stage NAME SECONDS COMMAND...: one measurement, its log in $OUT/NAM
 
 stage model_pi0_sample 200 "$PY" bench/bench_model.py --configs pi0 --dtypes bfloat16 \
   --sample-param-dtype bfloat16 --sample-batch-sizes 1 2 4 8 --grad-batch-sizes --repeats 10 \
+  --profile-dir /tmp/gpu_profiles
+# Issue 19: the denoising steps' layers unrolled (the default since 2026-11-29) against looped, and pi0.5 beside pi0;
+# bench/gpu_kernels.py gives the kernel counts of the same programs without a GPU.
+stage model_looped_steps 150 "$PY" bench/bench_model.py --configs pi0 pi05 --dtypes bfloat16 \
+  --sample-param-dtype bfloat16 --sample-batch-sizes 1 8 --grad-batch-sizes --repeats 10 --unroll-layers False
+stage model_pi05_sample 120 "$PY" bench/bench_model.py --configs pi05 --dtypes bfloat16 \
+  --sample-param-dtype bfloat16 --sample-batch-sizes 1 8 --grad-batch-sizes --repeats 10 \
   --profile-dir /tmp/gpu_profiles
 stage model_pi0_grad 120 "$PY" bench/bench_model.py --configs pi0 --dtypes bfloat16 \
   --sample-batch-sizes --grad-batch-sizes 2 8 --repeats 3

@@ -1,20 +1,27 @@
-"""Kernel launches of pi0 / pi0.5 ``sample_actions`` as XLA compiles them for a GPU, counted without the GPU.
+"""Kernel launches of pi0 / pi0.5 / pi0-FAST ``sample_actions`` as XLA compiles them for a GPU, counted without one.
 
-XLA compiles for a GPU described by a target-config file (a ``GpuTargetConfigProto`` in text form; an H200 one sits
-beside this script) on a machine that has none: the ``cuda`` extra's plugin is all it needs. The parameters are
-never materialised (abstract shapes), so the full 3.3 B-parameter models compile on a laptop in seconds. The script
-then reads the compiled program's HLO and counts what the GPU would launch, per call and per loop iteration: every
-kernel (a fusion, a cuBLAS call, a copy) is one launch, a while loop launches its body once per trip, a command buffer
-(CUDA graph) is one launch however many kernels it holds. It prints, per config and batch size, the launches of a
-whole call, of one denoising step and of one action-expert layer within it:
+XLA compiles for a GPU described by a target-config file (a ``GpuTargetConfigProto`` in text form; ``gpu_targets/``
+holds an H200's) on a machine that has none: the ``cuda`` extra's plugin is all it needs. The parameters are never
+materialised (abstract shapes, bfloat16 as served), so the full 3.3 B-parameter models compile on a laptop in
+seconds. XLA writes the compiled program's thunk sequence (its run-time steps, after the passes that gather kernels
+into command buffers) to a dump; this script counts from it what one call launches:
 
-    uv run --extra cuda bench/gpu_kernels.py                          # pi0 and pi0.5, bf16 weights, batch 1 and 8
-    uv run --extra cuda bench/gpu_kernels.py --configs pi05 --batch-sizes 1 --dump-dir /tmp/hlo
-    XLA_FLAGS=--xla_gpu_enable_command_buffer= uv run --extra cuda bench/gpu_kernels.py   # XLA flags apply as usual
+- every kernel, copy or library call is one launch, unless it sits in a command buffer (a CUDA graph), which is one
+  launch however many kernels it holds;
+- a while loop runs its body once per trip (its trip count from the compiled HLO); a loop whose trip count is
+  decided at run time (pi0-FAST's decoding) is counted once, with a host round trip for its condition.
 
-Kernel counts are not latencies, but at batch 1 the action expert's steps are short kernels whose launch costs a few
-microseconds each, so the count per denoising step bounds what the loop can take. Compare with traces from the
-device (``bench/bench_model.py --profile-dir``) when one is lent.
+It prints, per config and batch size, the launches (and kernels, graphs, host syncs) of a whole call, of one
+denoising or decoding step, and of one layer of the step's pass when that is a loop:
+
+    uv run --extra cuda bench/gpu_kernels.py                          # all three, batch 1 and 8
+    uv run --extra cuda bench/gpu_kernels.py --configs pi05 --batch-sizes 1 --unroll-layers False
+    uv run --extra cuda bench/gpu_kernels.py --xla xla_gpu_enable_triton_gemm=false   # XLA compiler options
+
+Counts are not latencies: they say what each step costs in launches and kernels, which at batch 1 is what the
+denoising steps' time goes to (bench/RESULTS.md). Without the device XLA cannot autotune its GEMMs and picks default
+tilings (Triton), so a real compile may pick other GEMM kernels; some shapes then find no tiling (batch 8's SigLIP),
+which cuBLAS GEMMs avoid (``--xla xla_gpu_enable_triton_gemm=false``).
 """
 
 import dataclasses

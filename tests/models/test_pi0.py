@@ -351,3 +351,5 @@ def test_unknown_variants_are_refused_with_choices():
         pi0.Pi0Config(augmentation="mixup")
     with pytest.raises(ValueError, match="image_keys"):
         pi0.Pi0Config(image_keys=("base_0_rgb", "base_0_rgb"))
+    with pytest.raises(ValueError, match="unroll_layers: expected True, False or 'sampling'"):
+        pi0.Pi0Config(unroll_layers="decoding")

@@ -358,3 +358,31 @@ def test_unrolled_layers_keep_the_parameters_and_the_outputs(family, unroll):
     assert unrolled_grads.keys() == grads.keys()
     for path, grad in grads.items():
         np.testing.assert_allclose(unrolled_grads[path], grad, atol=1e-5, err_msg=str(path))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_pi05_sampling_with_the_norm_modulations_computed_up_front_gives_the_step_by_step_actions(dtype):
+    """sample_actions computes every step's adaRMSNorm modulations before the loop; Euler steps that each compute
+    their own (predict_velocity without them) reach the same actions."""
+    config = _tiny_pi05(dtype=dtype)
+    model = test_pi0.tiny_model(config)
+    observation = test_pi0._random_observation(config, batch_size=2)
+    noise = jax.random.normal(jax.random.key(2), (2, config.action_horizon, config.action_dim))
+    sampled = test_pi0._sample(model, observation, noise)
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def step_by_step(graphdef, state, observation, noise):
+        model = nnx.merge(graphdef, state)
+        observation = _model.preprocess_observation(
+            None, observation, train=False, image_keys=model.image_keys, image_resolution=model.image_resolution
+        )
+        prefix_mask, kv_cache = model.fill_kv_cache(observation)
+        x_t, time = noise, jnp.float32(1.0)
+        for _ in range(10):
+            v_t = model.predict_velocity(observation, prefix_mask, kv_cache, x_t, jnp.broadcast_to(time, 2))
+            x_t, time = x_t + (-0.1) * v_t, time + (-0.1)
+        return x_t
+
+    expected = step_by_step(*nnx.split(model), observation, noise)
+    tolerance = 1e-5 if dtype == "float32" else 2e-2
+    np.testing.assert_allclose(sampled, expected, atol=tolerance * float(jnp.abs(expected).max()))

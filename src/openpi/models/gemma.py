@@ -11,7 +11,8 @@ single expert the module is plain PaliGemma (pi0-FAST), which also decodes token
 """
 
 import dataclasses
-from typing import Literal, TypeAlias
+import string
+from typing import Literal, NamedTuple, TypeAlias
 
 import einops
 import flax.nnx as nnx
@@ -33,6 +34,15 @@ PALIGEMMA_VOCAB_SIZE = 257_152
 _MASK_VALUE = -2.3819763e38
 
 KVCache: TypeAlias = tuple[at.Float[at.Array, "l b s k h"], at.Float[at.Array, "l b s k h"]]
+
+
+class AdaRMSModulations(NamedTuple):
+    """Every adaptive norm's modulation (``RMSNorm.modulation``) for given conditioning vectors, per expert (None
+    for an expert without): ``layers`` maps each layer norm's name to its modulations stacked over the layers
+    [depth, ..., 3 * width], ``final`` holds the final norm's [..., 3 * width]."""
+
+    layers: list[dict[str, at.Array] | None]
+    final: list[at.Array | None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,19 +102,38 @@ class RMSNorm(nnx.Module):
         else:
             self.scale = nnx.Param(jnp.zeros((width,), jnp.float32))
 
-    def __call__(self, x: at.Array, cond: at.Array | None = None) -> tuple[at.Array, at.Array | None]:
-        """Returns the normed ``x`` and the residual gate (None unless adaptive)."""
+    @property
+    def adaptive(self) -> bool:
+        return hasattr(self, "Dense_0")
+
+    def modulation(self, cond: at.Array, dtype) -> at.Array:
+        """An adaptive norm's scale, shift and gate (concatenated on the last axis) for the conditioning vectors
+        ``cond`` [..., width], computed in ``dtype``. Called on a layer stack's norm (parameters with a leading depth
+        axis), every layer's, stacked [depth, ..., 3 * width]."""
+        kernel, bias = self.Dense_0.kernel[...].astype(dtype), self.Dense_0.bias[...].astype(dtype)
+        if kernel.ndim == 2:
+            return matmul.dot(cond.astype(dtype), kernel) + bias
+        batch = string.ascii_lowercase[: cond.ndim - 1]
+        modulation = matmul.einsum(f"{batch}Y,LYZ->L{batch}Z", cond.astype(dtype), kernel)
+        return modulation + bias.reshape(bias.shape[0], *[1] * (cond.ndim - 1), bias.shape[1])
+
+    def __call__(
+        self, x: at.Array, cond: at.Array | None = None, modulation: at.Array | None = None
+    ) -> tuple[at.Array, at.Array | None]:
+        """Returns the normed ``x`` and the residual gate (None unless adaptive). An adaptive norm takes its
+        conditioning vector ``cond``, one per example [b, width] or per token [b, t, width], or the ``modulation``
+        it gives (``modulation(cond, x.dtype)``), computed beforehand."""
         var = jnp.mean(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True)
         normed = x * jax.lax.rsqrt(var + 1e-6)
-        if not hasattr(self, "Dense_0"):
-            if cond is not None:
+        if not self.adaptive:
+            if cond is not None or modulation is not None:
                 raise ValueError("RMSNorm: got a conditioning vector, but this norm is not adaptive")
             return (normed * (1 + self.scale[...])).astype(x.dtype), None
-        if cond is None:
-            raise ValueError("RMSNorm: this adaptive norm needs a conditioning vector (adarms_cond)")
-        kernel, bias = self.Dense_0.kernel[...].astype(x.dtype), self.Dense_0.bias[...].astype(x.dtype)
-        modulation = matmul.dot(cond.astype(x.dtype), kernel) + bias
-        if cond.ndim == 2:  # one condition per example [b, width]; else one per token [b, t, width]
+        if modulation is None:
+            if cond is None:
+                raise ValueError("RMSNorm: this adaptive norm needs a conditioning vector (adarms_cond)")
+            modulation = self.modulation(cond, x.dtype)
+        if modulation.ndim == 2:  # one per example: the same for every token
             modulation = modulation[:, None, :]
         scale, shift, gate = jnp.split(modulation, 3, axis=-1)
         return (normed * (1 + scale) + shift).astype(x.dtype), gate
@@ -261,18 +290,21 @@ class Block(nnx.Module):
                 lora.FeedForward(config.width, config.mlp_dim, lora_config=config.lora_config("ffn"), rngs=rngs),
             )
 
-    def _norm(self, name: str, xs: list, conds: list) -> tuple[list, list]:
+    NORMS = ("pre_attention_norm", "pre_ffw_norm")
+
+    def _norm(self, name: str, xs: list, conds: list, modulations: list) -> tuple[list, list]:
         normed = [
-            (None, None) if x is None else getattr(self, _name(name, i))(x, cond)
-            for i, (x, cond) in enumerate(zip(xs, conds, strict=True))
+            (None, None) if x is None else getattr(self, _name(name, i))(x, cond, None if mods is None else mods[name])
+            for i, (x, cond, mods) in enumerate(zip(xs, conds, modulations, strict=True))
         ]
         return [n for n, _ in normed], [g for _, g in normed]
 
-    def __call__(self, xs, positions, attn_mask, kv_cache, adarms_cond, cache_index=None):
-        normed, gates = self._norm("pre_attention_norm", xs, adarms_cond)
+    def __call__(self, xs, positions, attn_mask, kv_cache, adarms_cond, cache_index=None, modulations=None):
+        modulations = modulations if modulations is not None else [None] * len(xs)
+        normed, gates = self._norm("pre_attention_norm", xs, adarms_cond, modulations)
         attn_out, kv_cache = self.attn(normed, positions, attn_mask, kv_cache, cache_index)
         xs = [_residual(x, a, g) for x, a, g in zip(xs, attn_out, gates, strict=True)]
-        normed, gates = self._norm("pre_ffw_norm", xs, adarms_cond)
+        normed, gates = self._norm("pre_ffw_norm", xs, adarms_cond, modulations)
         mlp_out = [None if n is None else getattr(self, _name("mlp", i))(n) for i, n in enumerate(normed)]
         return [_residual(x, h, g) for x, h, g in zip(xs, mlp_out, gates, strict=True)], kv_cache
 
@@ -322,6 +354,26 @@ class Module(nnx.Module):
         """Next-token logits from the first expert's final-normed outputs."""
         return self.embedder.decode(x)
 
+    def adarms_modulations(self, adarms_cond: list[at.Array | None]) -> AdaRMSModulations:
+        """The modulations of every adaptive norm for the conditioning vectors ``adarms_cond`` (one entry per
+        expert, [..., width] or None), to compute once what several calls conditioned alike would each compute
+        (pass them as ``__call__``'s ``adarms_modulations``)."""
+        if len(adarms_cond) != len(self.configs):
+            raise ValueError(
+                f"adarms_cond: expected one entry per expert ({len(self.configs)}), got {len(adarms_cond)}"
+            )
+        layers = [
+            None
+            if cond is None
+            else {name: getattr(self.layers, _name(name, i)).modulation(cond, self.embed_dtype) for name in Block.NORMS}
+            for i, cond in enumerate(adarms_cond)
+        ]
+        final = [
+            None if cond is None else getattr(self, _name("final_norm", i)).modulation(cond, self.embed_dtype)
+            for i, cond in enumerate(adarms_cond)
+        ]
+        return AdaRMSModulations(layers, final)
+
     def __call__(
         self,
         embedded: list[at.Array | None],
@@ -332,6 +384,7 @@ class Module(nnx.Module):
         adarms_cond: list[at.Array | None] | None = None,
         cache_index: at.Int[at.Array, ""] | None = None,
         unroll: bool | None = None,
+        adarms_modulations: AdaRMSModulations | None = None,
     ) -> tuple[list[at.Array | None], KVCache]:
         """Runs the stack; returns final-normed outputs per expert and this call's keys/values per layer.
 
@@ -340,23 +393,27 @@ class Module(nnx.Module):
         a fixed-size buffer instead: the new keys/values are written into it from that slot on, queries attend to
         the whole buffer (``mask`` spans it), and the updated buffer is returned.
         ``adarms_cond`` holds one conditioning vector [b, width] or one per token [b, t, width] (or None) per
-        expert. ``unroll`` compiles this call's layers unrolled or looped (None: as the module was built).
+        expert; ``adarms_modulations`` (``adarms_modulations(adarms_cond)``, computed beforehand) may stand in for
+        it. ``unroll`` compiles this call's layers unrolled or looped (None: as the module was built).
         """
         xs = [None if e is None else e.astype(self.embed_dtype) for e in embedded]
         conds = list(adarms_cond) if adarms_cond is not None else [None] * len(xs)
         if len(conds) != len(xs):
             raise ValueError(f"adarms_cond: expected one entry per expert ({len(xs)}), got {len(conds)}")
         attn_mask = jnp.asarray(mask)[:, None, :, :]
+        modulations = adarms_modulations
+        if modulations is None:
+            modulations = AdaRMSModulations([None] * len(xs), [None] * len(xs))
         xs, new_cache = stacking.scan_stack(
             self.layers,
-            lambda block, xs, cache: block(xs, positions, attn_mask, cache, conds, cache_index),
+            lambda block, xs, inputs: block(xs, positions, attn_mask, inputs[0], conds, cache_index, inputs[1]),
             xs,
-            kv_cache,
+            (kv_cache, modulations.layers),
             remat=self.remat,
             unroll=self.unroll if unroll is None else unroll,
         )
         outputs = [
-            None if x is None else getattr(self, _name("final_norm", i))(x, cond)[0]
-            for i, (x, cond) in enumerate(zip(xs, conds, strict=True))
+            None if x is None else getattr(self, _name("final_norm", i))(x, cond, final)[0]
+            for i, (x, cond, final) in enumerate(zip(xs, conds, modulations.final, strict=True))
         ]
         return outputs, new_cache

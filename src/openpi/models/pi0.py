@@ -17,6 +17,7 @@ import einops
 import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from openpi.models import gemma
 from openpi.models import intermediates
@@ -239,15 +240,10 @@ class Pi0(_model.BaseModel):
         prefix). Returns tokens, input mask, block-start mask and the adaRMS conditioning (None for pi0; per token
         when the time is).
         """
-        width = self.action_in_proj.out_features
-        if time.ndim == 1:
-            time_emb = posemb_sincos(time, width, min_period=4e-3, max_period=4.0)
-        else:
-            time_emb = posemb_sincos(time.reshape(-1), width, min_period=4e-3, max_period=4.0)
-            time_emb = time_emb.reshape(*time.shape, width)
+        time_emb = self._time_embedding(time)
         action_tokens = self.action_in_proj(noisy_actions)
         if self.pi05:
-            adarms_cond = nnx.swish(self.time_mlp_out(nnx.swish(self.time_mlp_in(time_emb))))
+            adarms_cond = self._time_conditioning(time_emb)
             input_mask = jnp.ones(action_tokens.shape[:2], dtype=jnp.bool_)
             ar_mask = jnp.array([True] + [False] * (self.action_horizon - 1))
             return action_tokens, input_mask, ar_mask, adarms_cond
@@ -260,6 +256,16 @@ class Pi0(_model.BaseModel):
         input_mask = jnp.ones(tokens.shape[:2], dtype=jnp.bool_)
         ar_mask = jnp.array([True, True] + [False] * (self.action_horizon - 1))
         return tokens, input_mask, ar_mask, None
+
+    def _time_embedding(self, time: at.Float[at.Array, " *t"]) -> at.Float[at.Array, " *t d"]:
+        """Sine-cosine embedding of flow times of any shape."""
+        width = self.action_in_proj.out_features
+        time_emb = posemb_sincos(time.reshape(-1), width, min_period=4e-3, max_period=4.0)
+        return time_emb.reshape(*time.shape, width)
+
+    def _time_conditioning(self, time_emb: at.Float[at.Array, " *t d"]) -> at.Float[at.Array, " *t d"]:
+        """pi0.5: the action expert's adaRMSNorm conditioning from time embeddings."""
+        return nnx.swish(self.time_mlp_out(nnx.swish(self.time_mlp_in(time_emb))))
 
     def compute_loss(
         self, rng: at.KeyArrayLike, observation: _model.Observation, actions: _model.Actions, *, train: bool = False
@@ -347,8 +353,10 @@ class Pi0(_model.BaseModel):
         kv_cache: gemma.KVCache,
         x_t: _model.Actions,
         time: at.Float[at.Array, " b"],
+        adarms_modulations: gemma.AdaRMSModulations | None = None,
     ) -> _model.Actions:
-        """One action-expert pass over the suffix, attending to the cached prefix."""
+        """One action-expert pass over the suffix, attending to the cached prefix. pi0.5: ``adarms_modulations``,
+        those of ``time`` computed beforehand, spare the pass computing them."""
         suffix_tokens, suffix_mask, suffix_ar_mask, adarms_cond = self.embed_suffix(observation, x_t, time)
         # Suffix tokens see the valid prefix plus the suffix blocks up to and including their own.
         prefix_part = einops.repeat(prefix_mask, "b p -> b s p", s=suffix_tokens.shape[1])
@@ -360,6 +368,7 @@ class Pi0(_model.BaseModel):
             kv_cache=kv_cache,
             adarms_cond=[None, adarms_cond],
             unroll=self.unroll_sampling,
+            adarms_modulations=adarms_modulations,
         )
         return self.action_out_proj(suffix_out[:, -self.action_horizon :])
 
@@ -423,12 +432,30 @@ class Pi0(_model.BaseModel):
         # Euler steps down the flow time, from t = 1 (the noise) to t = 0 (the actions).
         dt = -1.0 / num_steps
         prefix_mask, kv_cache = self.fill_kv_cache(observation)
+        step_modulations = None
+        if self.pi05 and method != "prefix":
+            # Every step's flow time is known now, so the expert's norm modulations (two small products per layer and
+            # step) are computed here at once. The times are summed as the loop sums them, to the same float32 bits.
+            times = [np.float32(1.0)]
+            for _ in range(num_steps - 1):
+                times.append(np.float32(times[-1] + np.float32(dt)))
+            step_times = jnp.broadcast_to(jnp.asarray(times)[:, None], (num_steps, batch_size))
+            all_steps = self.PaliGemma.llm.adarms_modulations(
+                [None, self._time_conditioning(self._time_embedding(step_times))]
+            )
 
-        def step(_, carry):
+            def step_modulations(i):
+                return gemma.AdaRMSModulations(
+                    jax.tree.map(lambda m: m[:, i], all_steps.layers), jax.tree.map(lambda m: m[i], all_steps.final)
+                )
+
+        def step(i, carry):
             x_t, time = carry
+            modulations = None if step_modulations is None else step_modulations(i)
 
             def velocity(x):
-                return self.predict_velocity(observation, prefix_mask, kv_cache, x, jnp.broadcast_to(time, batch_size))
+                time_b = jnp.broadcast_to(time, batch_size)
+                return self.predict_velocity(observation, prefix_mask, kv_cache, x, time_b, modulations)
 
             if method is None:
                 v_t = velocity(x_t)
