@@ -171,7 +171,7 @@ def compile_sample(
     *,
     num_steps: int,
     param_dtype: str,
-    compiler_options: dict[str, str],
+    compiler_options: dict[str, bool | int | str],
     unroll_layers: _model.UnrollLayers = "sampling",
 ) -> tuple[str, list[Thunk]]:
     """``sample_actions`` of config ``config_name`` (a ``bench_model.CONFIGS`` name) compiled for ``device``, with

@@ -70,6 +70,8 @@ def test_without_rtc_arguments_sampling_is_todays_euler_loop_bit_for_bit():
     def euler(state, observation, noise):
         model = nnx.merge(graphdef, state)
         prefix_mask, kv_cache = model.fill_kv_cache(observation)
+        # As sample_actions: the prefix cache padded with masked slots to aligned sizes (pi0: state + action tokens).
+        prefix_mask, kv_cache = pi0.pad_prefix_cache(prefix_mask, kv_cache, model.action_horizon + 1)
 
         def step(_, carry):
             x_t, time = carry
@@ -80,6 +82,32 @@ def test_without_rtc_arguments_sampling_is_todays_euler_loop_bit_for_bit():
 
     graphdef, state = nnx.split(model)
     np.testing.assert_array_equal(_sample(model, observation, noise), euler(state, observation, noise))
+
+
+def test_the_padded_prefix_cache_has_aligned_sizes_masked_slots_and_the_same_velocity():
+    model, observation, noise, _ = _setup(pi05=False)
+    graphdef, state = nnx.split(model)
+    suffix_len = model.action_horizon + 1
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def velocity(pad, state, observation, noise):
+        model = nnx.merge(graphdef, state)
+        prefix_mask, kv_cache = model.fill_kv_cache(observation)
+        if pad:
+            prefix_mask, kv_cache = pi0.pad_prefix_cache(prefix_mask, kv_cache, suffix_len, multiple=64)
+        v_t = model.predict_velocity(observation, prefix_mask, kv_cache, noise, jnp.full((2,), 0.7))
+        return prefix_mask, kv_cache, v_t
+
+    prefix_mask, kv_cache, v_t = velocity(False, state, observation, noise)
+    padded_mask, padded_cache, padded_v_t = velocity(True, state, observation, noise)
+    length = prefix_mask.shape[1]
+    assert (padded_mask.shape[1] + suffix_len) % 64 == 0
+    assert padded_mask.shape[1] > length
+    np.testing.assert_array_equal(padded_mask[:, :length], prefix_mask)
+    assert not np.any(padded_mask[:, length:])
+    for cache, padded in zip(kv_cache, padded_cache, strict=True):
+        np.testing.assert_array_equal(padded[:, :, :length], cache)
+    np.testing.assert_allclose(padded_v_t, v_t, rtol=1e-5, atol=1e-5 * float(np.abs(v_t).max()))
 
 
 @pytest.mark.parametrize("pi05", [False, True])

@@ -63,6 +63,23 @@ def suffix_positions(
     return jnp.sum(prefix_mask, axis=-1)[:, None] + jnp.cumsum(suffix_mask, axis=-1) - 1
 
 
+def pad_prefix_cache(
+    prefix_mask: at.Bool[at.Array, "b p"], kv_cache: gemma.KVCache, suffix_len: int, multiple: int = 128
+) -> tuple[at.Bool[at.Array, "b q"], gemma.KVCache]:
+    """The prefix cache with masked slots appended, so that prefix plus ``suffix_len`` keys are a multiple of
+    ``multiple``: each denoising step's attention products then have aligned sizes, which XLA's GPU GEMMs would
+    otherwise pad for themselves (two padding kernels per layer and step). Masked keys add exact zeros to the
+    softmax; the suffix's positions count valid prefix tokens only."""
+    extra = -(prefix_mask.shape[1] + suffix_len) % multiple
+    if extra == 0:
+        return prefix_mask, kv_cache
+    pad = [(0, 0), (0, 0), (0, extra), (0, 0), (0, 0)]
+    return (
+        jnp.pad(prefix_mask, [(0, 0), (0, extra)], constant_values=False),
+        tuple(jnp.pad(cache, pad) for cache in kv_cache),
+    )
+
+
 def posemb_sincos(
     pos: at.Real[at.Array, " b"], embedding_dim: int, min_period: float, max_period: float
 ) -> at.Float[at.Array, "b {embedding_dim}"]:
@@ -432,6 +449,8 @@ class Pi0(_model.BaseModel):
         # Euler steps down the flow time, from t = 1 (the noise) to t = 0 (the actions).
         dt = -1.0 / num_steps
         prefix_mask, kv_cache = self.fill_kv_cache(observation)
+        suffix_len = self.action_horizon + (0 if self.pi05 else 1)
+        prefix_mask, kv_cache = pad_prefix_cache(prefix_mask, kv_cache, suffix_len)
         step_modulations = None
         if self.pi05 and method != "prefix":
             # Every step's flow time is known now, so the expert's norm modulations (two small products per layer and
