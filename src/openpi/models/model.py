@@ -140,8 +140,8 @@ def preprocess_observation(
 # stacked layout either way): nowhere, everywhere, or (the default) only in the pass that sampling repeats per step
 # (pi0's denoising steps, pi0-FAST's decoding steps), while training, the vision tower and the prefix keep their loops.
 # Unrolled, a step slices no parameters per layer and XLA compiles it straight-line: on a GPU one command buffer (CUDA
-# graph) per step instead of ~240 launches for full pi0; on a CPU ~12 % off pi0's sampling and ~27 % off pi0-FAST's
-# cost per token with bfloat16 weights (bench/RESULTS.md), for a few seconds more compile.
+# graph) per step instead of ~240 launches for full pi0; on a CPU about a third off pi0-FAST's cost per generated token
+# with bfloat16 weights, pi0's sampling within the noise (bench/RESULTS.md), for a few seconds more compile.
 UnrollLayers: TypeAlias = bool | Literal["sampling"]
 
 

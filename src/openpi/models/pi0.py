@@ -389,6 +389,17 @@ class Pi0(_model.BaseModel):
         )
         return self.action_out_proj(suffix_out[:, -self.action_horizon :])
 
+    def _step_modulations(self, num_steps: int, batch_size: int) -> gemma.AdaRMSModulations:
+        """pi0.5: the action expert's norm modulations at the flow time of each of ``num_steps`` Euler steps, with a
+        step axis (after the layer axis of the layer norms'). The times are summed as the loop sums them, to the
+        same float32 bits."""
+        dt = np.float32(-1.0 / num_steps)
+        times = [np.float32(1.0)]
+        for _ in range(num_steps - 1):
+            times.append(times[-1] + dt)
+        step_times = jnp.broadcast_to(jnp.asarray(times)[:, None], (num_steps, batch_size))
+        return self.PaliGemma.llm.adarms_modulations([None, self._time_conditioning(self._time_embedding(step_times))])
+
     def sample_actions(
         self,
         rng: at.KeyArrayLike,
@@ -451,26 +462,18 @@ class Pi0(_model.BaseModel):
         prefix_mask, kv_cache = self.fill_kv_cache(observation)
         suffix_len = self.action_horizon + (0 if self.pi05 else 1)
         prefix_mask, kv_cache = pad_prefix_cache(prefix_mask, kv_cache, suffix_len)
-        step_modulations = None
-        if self.pi05 and method != "prefix":
-            # Every step's flow time is known now, so the expert's norm modulations (two small products per layer and
-            # step) are computed here at once. The times are summed as the loop sums them, to the same float32 bits.
-            times = [np.float32(1.0)]
-            for _ in range(num_steps - 1):
-                times.append(np.float32(times[-1] + np.float32(dt)))
-            step_times = jnp.broadcast_to(jnp.asarray(times)[:, None], (num_steps, batch_size))
-            all_steps = self.PaliGemma.llm.adarms_modulations(
-                [None, self._time_conditioning(self._time_embedding(step_times))]
-            )
-
-            def step_modulations(i):
-                return gemma.AdaRMSModulations(
-                    jax.tree.map(lambda m: m[:, i], all_steps.layers), jax.tree.map(lambda m: m[i], all_steps.final)
-                )
+        # pi0.5: every step's flow time is known before the loop, so the expert's norm modulations (two small products
+        # per layer and step) are computed for all steps at once (not for per-token times, "prefix").
+        all_modulations = self._step_modulations(num_steps, batch_size) if self.pi05 and method != "prefix" else None
 
         def step(i, carry):
             x_t, time = carry
-            modulations = None if step_modulations is None else step_modulations(i)
+            modulations = None
+            if all_modulations is not None:
+                modulations = gemma.AdaRMSModulations(
+                    jax.tree.map(lambda m: m[:, i], all_modulations.layers),
+                    jax.tree.map(lambda m: m[i], all_modulations.final),
+                )
 
             def velocity(x):
                 time_b = jnp.broadcast_to(time, batch_size)
