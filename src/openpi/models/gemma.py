@@ -299,8 +299,7 @@ class Block(nnx.Module):
         ]
         return [n for n, _ in normed], [g for _, g in normed]
 
-    def __call__(self, xs, positions, attn_mask, kv_cache, adarms_cond, cache_index=None, modulations=None):
-        modulations = modulations if modulations is not None else [None] * len(xs)
+    def __call__(self, xs, positions, attn_mask, kv_cache, adarms_cond, cache_index, modulations):
         normed, gates = self._norm("pre_attention_norm", xs, adarms_cond, modulations)
         attn_out, kv_cache = self.attn(normed, positions, attn_mask, kv_cache, cache_index)
         xs = [_residual(x, a, g) for x, a, g in zip(xs, attn_out, gates, strict=True)]

@@ -145,9 +145,7 @@ def preprocess_observation(
 UnrollLayers: TypeAlias = bool | Literal["sampling"]
 
 
-def check_model_fields(
-    dtype: str, image_keys: Sequence[str], augmentation: str, unroll_layers: UnrollLayers = False
-) -> None:
+def check_model_fields(dtype: str, image_keys: Sequence[str], augmentation: str, unroll_layers: UnrollLayers) -> None:
     """Validates the fields every model config here shares: compute dtype, cameras, augmentation, unrolling."""
     if dtype not in ("bfloat16", "float32"):
         raise ValueError(f"dtype: expected 'bfloat16' or 'float32', got {dtype!r}")
