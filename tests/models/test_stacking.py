@@ -56,32 +56,31 @@ def test_looped_stacks_match_unrolled_ones_in_outputs_and_gradients(dtype, remat
         np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=2e-2, atol=1e-6)
 
 
-def test_bfloat16_stacks_are_sliced_without_a_float32_copy_on_the_cpu():
-    if jax.default_backend() != "cpu":
-        pytest.skip("the in-loop slicing is for XLA's CPU backend")
-    stack = _stack(jnp.bfloat16)
-    graphdef, params = nnx.split(stack)
-    x = jnp.ones((2, 8), jnp.bfloat16)
+def _bfloat16_forward():
+    """A jitted forward pass through a bfloat16 stack, with its parameters and input."""
+    graphdef, params = nnx.split(_stack(jnp.bfloat16))
 
     def forward(params, x):
         return stacking.scan_stack(nnx.merge(graphdef, params), lambda layer, x, _: (layer(x), None), x)[0]
 
-    hlo = jax.jit(forward).lower(params, x).compile().as_text()
+    return jax.jit(forward), params, jnp.ones((2, 8), jnp.bfloat16)
+
+
+def test_bfloat16_stacks_are_sliced_without_a_float32_copy_on_the_cpu():
+    if jax.default_backend() != "cpu":
+        pytest.skip("the in-loop slicing is for XLA's CPU backend")
+    forward, params, x = _bfloat16_forward()
+    hlo = forward.lower(params, x).compile().as_text()
     assert "f32[3,8,8]" not in hlo  # the stacked [depth, in, out] kernel, widened
 
 
 def test_only_a_program_for_the_cpu_slices_inside_the_loop():
     """The platform the program is lowered for decides, not the process's default backend: exported for a GPU, a
     bfloat16 stack is sliced by the scan as usual, without the 16-bit view."""
-    stack = _stack(jnp.bfloat16)
-    graphdef, params = nnx.split(stack)
-    x = jnp.ones((2, 8), jnp.bfloat16)
-
-    def forward(params, x):
-        return stacking.scan_stack(nnx.merge(graphdef, params), lambda layer, x, _: (layer(x), None), x)[0]
+    forward, params, x = _bfloat16_forward()
 
     def bit_views(platforms):
-        module = jax.export.export(jax.jit(forward), platforms=platforms)(params, x).mlir_module()
+        module = jax.export.export(forward, platforms=platforms)(params, x).mlir_module()
         return module.count("bitcast_convert")
 
     assert bit_views(["cpu"]) > 0
